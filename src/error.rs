@@ -1,0 +1,70 @@
+//! One error type for the core; its kind maps one to one onto the C result codes.
+
+use std::fmt;
+
+/// What went wrong, coarse enough for a caller to act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    InvalidArgument,
+    BadReference,
+    Auth,
+    NotFound,
+    Network,
+    Registry,
+    DigestMismatch,
+    Unsupported,
+    StoreIo,
+    Cancelled,
+    RateLimited,
+    Internal,
+}
+
+/// A failure with a message meant for people: it names the reference, digest
+/// or option involved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// Transient failures may be retried by the transfer manager.
+    pub transient: bool,
+    /// How long the server asked us to wait (Retry-After), if it said.
+    pub retry_after: Option<std::time::Duration>,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error { kind, message: message.into(), transient: false, retry_after: None }
+    }
+
+    pub fn transient(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error { kind, message: message.into(), transient: true, retry_after: None }
+    }
+
+    pub fn cancelled() -> Self {
+        Error::new(ErrorKind::Cancelled, "pull cancelled")
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::InvalidArgument, message)
+    }
+
+    pub fn store(context: &str, err: std::io::Error) -> Self {
+        Error::new(ErrorKind::StoreIo, format!("{context}: {err}"))
+    }
+
+    /// Prefix the message with where it happened, keeping kind and transience.
+    pub fn context(mut self, what: impl fmt::Display) -> Self {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}

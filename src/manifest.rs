@@ -1,0 +1,273 @@
+//! Manifests, indexes and image configs, with media-type detection that
+//! tolerates registries which label manifests loosely.
+
+use crate::digest::Digest;
+use crate::error::{Error, ErrorKind, Result};
+use crate::platform::Platform;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
+pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+
+/// Sent on every manifest GET, most preferred first.
+pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.v2+json";
+
+/// Largest manifest, index or config we read.
+pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    #[serde(default)]
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urls: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+impl Descriptor {
+    pub fn parsed_digest(&self) -> Result<Digest> {
+        Digest::parse(&self.digest).map_err(|e| e.context("descriptor"))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawManifest {
+    schema_version: Option<u32>,
+    media_type: Option<String>,
+    config: Option<Descriptor>,
+    layers: Option<Vec<Descriptor>>,
+    manifests: Option<Vec<Descriptor>>,
+    fs_layers: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ImageManifest {
+    pub media_type: String,
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Index {
+    pub media_type: String,
+    pub manifests: Vec<Descriptor>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Parsed {
+    Image(ImageManifest),
+    Index(Index),
+}
+
+fn is_index_type(t: &str) -> bool {
+    t == DOCKER_LIST || t == OCI_INDEX
+}
+
+fn is_image_type(t: &str) -> bool {
+    t == DOCKER_MANIFEST || t == OCI_MANIFEST
+}
+
+/// `Application/JSON; charset=utf-8` -> `application/json`.
+pub fn bare_media_type(header: &str) -> String {
+    header.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+}
+
+/// Detect the kind of manifest: body `mediaType` first, then the
+/// Content-Type header, then the structure (`manifests` vs `config`+`layers`).
+pub fn parse(body: &[u8], content_type: Option<&str>, what: &str) -> Result<Parsed> {
+    let raw: RawManifest = serde_json::from_slice(body).map_err(|e| {
+        Error::new(ErrorKind::Registry, format!("manifest for {what} is not valid JSON: {e}"))
+    })?;
+    if raw.schema_version == Some(1) || raw.fs_layers.is_some() {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("manifest for {what} is Docker schema1, which is not supported"),
+        ));
+    }
+    let header = content_type.map(bare_media_type).filter(|t| !t.is_empty());
+    if let Some(h) = &header {
+        if h == DOCKER_SCHEMA1 || h == DOCKER_SCHEMA1_SIGNED {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("manifest for {what} is Docker schema1 ({h}), which is not supported"),
+            ));
+        }
+    }
+    let structural = if raw.manifests.is_some() {
+        Some(OCI_INDEX)
+    } else if raw.config.is_some() && raw.layers.is_some() {
+        Some(OCI_MANIFEST)
+    } else {
+        None
+    };
+    let known = |t: &String| is_index_type(t) || is_image_type(t);
+    let declared = raw.media_type.clone().filter(|t| !t.is_empty());
+    let media_type = match (&declared, &header) {
+        (Some(t), _) => t.clone(),
+        (None, Some(h)) if known(h) => h.clone(),
+        _ => structural.map(str::to_string).ok_or_else(|| {
+            Error::new(ErrorKind::Unsupported, format!("manifest for {what} has an unknown type"))
+        })?,
+    };
+    // A body that contradicts the type it claims is refused rather than guessed.
+    let conflict = |other: &str| {
+        Error::new(
+            ErrorKind::Registry,
+            format!("media type conflict for {what}: declared {media_type} but {other}"),
+        )
+    };
+    if let (Some(h), Some(d)) = (&header, &declared) {
+        if known(h) && is_index_type(h) != is_index_type(d) {
+            return Err(conflict(&format!("Content-Type says {h}")));
+        }
+    }
+    if is_index_type(&media_type) {
+        let manifests = raw.manifests.ok_or_else(|| conflict("the body has no manifests"))?;
+        Ok(Parsed::Index(Index { media_type, manifests }))
+    } else if is_image_type(&media_type) {
+        match (raw.config, raw.layers) {
+            (Some(config), Some(layers)) if raw.manifests.is_none() => {
+                Ok(Parsed::Image(ImageManifest { media_type, config, layers }))
+            }
+            _ => Err(conflict("the body is not an image manifest")),
+        }
+    } else {
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("manifest for {what} has unsupported media type {media_type}"),
+        ))
+    }
+}
+
+fn is_attestation(d: &Descriptor) -> bool {
+    let annotated = d
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key("vnd.docker.reference.type"));
+    let unknown = d.platform.as_ref().is_some_and(|p| p.os == "unknown");
+    annotated || unknown
+}
+
+/// Pick the entry for `want`; when several match, the newest Windows build wins.
+pub fn select_platform<'a>(
+    index: &'a Index,
+    want: &Platform,
+    what: &str,
+) -> Result<&'a Descriptor> {
+    let best = index
+        .manifests
+        .iter()
+        .filter(|d| !is_attestation(d))
+        .filter(|d| d.platform.as_ref().is_some_and(|p| want.matches(p)))
+        .max_by_key(|d| {
+            let v = d.platform.as_ref().and_then(|p| p.os_version.clone()).unwrap_or_default();
+            v.split('.').map(|n| n.parse::<u64>().unwrap_or(0)).collect::<Vec<_>>()
+        });
+    best.ok_or_else(|| {
+        let available: Vec<String> = index
+            .manifests
+            .iter()
+            .filter(|d| !is_attestation(d))
+            .filter_map(|d| d.platform.as_ref().map(|p| p.normalized().to_string()))
+            .collect();
+        Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "no manifest for platform {want} in {what}; available: {}",
+                if available.is_empty() { "none".to_string() } else { available.join(", ") }
+            ),
+        )
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct RawConfig {
+    rootfs: Option<RootFs>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RootFs {
+    diff_ids: Vec<String>,
+}
+
+/// The diffIDs the config promises, in layer order.
+pub fn config_diff_ids(config: &[u8], what: &str) -> Result<Vec<String>> {
+    let raw: RawConfig = serde_json::from_slice(config).map_err(|e| {
+        Error::new(ErrorKind::Registry, format!("config of {what} is not valid JSON: {e}"))
+    })?;
+    Ok(raw.rootfs.map(|r| r.diff_ids).unwrap_or_default())
+}
+
+/// How a layer blob is encoded, from its media type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerEncoding {
+    Gzip,
+    Plain,
+}
+
+pub fn layer_encoding(media_type: &str) -> Result<LayerEncoding> {
+    match media_type {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        | "application/vnd.oci.image.layer.v1.tar+gzip"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+        | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Ok(LayerEncoding::Gzip),
+        "application/vnd.oci.image.layer.v1.tar"
+        | "application/vnd.docker.image.rootfs.diff.tar"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar" => Ok(LayerEncoding::Plain),
+        // TODO: zstd layers are refused instead of decoded.
+        other => Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("unsupported layer media type {other}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DESC: &str = r#"{"mediaType":"x","digest":"sha256:00","size":1}"#;
+
+    fn image_body(media_type: Option<&str>) -> String {
+        let mt = media_type.map(|t| format!(r#""mediaType":"{t}","#)).unwrap_or_default();
+        format!(r#"{{"schemaVersion":2,{mt}"config":{DESC},"layers":[{DESC}]}}"#)
+    }
+
+    #[test]
+    fn detection_order() {
+        let b = image_body(Some(OCI_MANIFEST));
+        assert!(matches!(parse(b.as_bytes(), Some("text/plain"), "r"), Ok(Parsed::Image(_))));
+        let b = image_body(None);
+        assert!(matches!(parse(b.as_bytes(), None, "r"), Ok(Parsed::Image(_))));
+        let idx = format!(r#"{{"schemaVersion":2,"manifests":[{DESC}]}}"#);
+        let ct = "Application/Vnd.Oci.Image.Index.v1+json; charset=utf-8";
+        assert!(matches!(parse(idx.as_bytes(), Some(ct), "r"), Ok(Parsed::Index(_))));
+        assert!(matches!(parse(idx.as_bytes(), None, "r"), Ok(Parsed::Index(_))));
+    }
+
+    #[test]
+    fn conflicts_and_schema1() {
+        let idx = format!(r#"{{"schemaVersion":2,"manifests":[{DESC}]}}"#);
+        let e = parse(idx.as_bytes(), Some(OCI_MANIFEST), "r").unwrap_err();
+        assert!(e.message.contains("media type conflict"), "{}", e.message);
+        let s1 = r#"{"schemaVersion":1,"fsLayers":[]}"#;
+        let e = parse(s1.as_bytes(), Some(DOCKER_SCHEMA1_SIGNED), "r").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unsupported);
+        assert!(e.message.contains("schema1"));
+    }
+}

@@ -1,0 +1,164 @@
+//! Pull options as the C caller writes them in JSON. Unknown keys and wrong
+//! types are errors, so a typo never silently falls back to a default.
+
+use crate::error::{Error, Result};
+use crate::platform::Platform;
+use crate::reference::Reference;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// `plain_http`: `true` for every registry, or a list of `host[:port]`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum PlainHttp {
+    All(bool),
+    Hosts(Vec<String>),
+}
+
+impl Default for PlainHttp {
+    fn default() -> Self {
+        PlainHttp::All(false)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullOptions {
+    pub reference: String,
+    pub store: PathBuf,
+    #[serde(default)]
+    pub platform: Option<String>,
+    #[serde(default)]
+    pub plain_http: PlainHttp,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// A bearer token used as is (no challenge round trip).
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default = "default_concurrency")]
+    pub max_concurrent_downloads: u32,
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Gunzip each layer to check its diffID against the config (default on).
+    #[serde(default = "default_true")]
+    pub verify_diff_ids: bool,
+}
+
+fn default_concurrency() -> u32 {
+    3
+}
+fn default_attempts() -> u32 {
+    5
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Options after validation, ready for the core.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    pub reference: Reference,
+    pub store: PathBuf,
+    pub platform: Platform,
+    pub plain_http: PlainHttp,
+    pub credentials: Credentials,
+    pub max_concurrent_downloads: usize,
+    pub max_attempts: u32,
+    pub verify_diff_ids: bool,
+}
+
+#[derive(Clone, Default)]
+pub enum Credentials {
+    #[default]
+    Anonymous,
+    Basic { username: String, password: String },
+    Token(String),
+}
+
+// Secrets never reach logs or error text.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Anonymous => f.write_str("Anonymous"),
+            Credentials::Basic { username, .. } => write!(f, "Basic({username}, ***)"),
+            Credentials::Token(_) => f.write_str("Token(***)"),
+        }
+    }
+}
+
+impl PullOptions {
+    pub fn from_json(json: &str) -> Result<PullOptions> {
+        serde_json::from_str(json).map_err(|e| Error::invalid(format!("options: {e}")))
+    }
+
+    pub fn check(self) -> Result<Checked> {
+        let reference = Reference::parse(&self.reference)?;
+        if self.store.as_os_str().is_empty() {
+            return Err(Error::invalid("options: store must name a directory"));
+        }
+        let platform = match &self.platform {
+            Some(p) => Platform::parse(p)?,
+            None => Platform::host(),
+        };
+        if !(1..=64).contains(&self.max_concurrent_downloads) {
+            return Err(Error::invalid("options: max_concurrent_downloads must be 1 to 64"));
+        }
+        if !(1..=100).contains(&self.max_attempts) {
+            return Err(Error::invalid("options: max_attempts must be 1 to 100"));
+        }
+        let credentials = match (self.username, self.password, self.token) {
+            (None, None, None) => Credentials::Anonymous,
+            (None, None, Some(t)) => Credentials::Token(t),
+            (Some(username), Some(password), None) => Credentials::Basic { username, password },
+            (_, _, Some(_)) => {
+                return Err(Error::invalid("options: give token or username/password, not both"))
+            }
+            _ => return Err(Error::invalid("options: username and password go together")),
+        };
+        Ok(Checked {
+            reference,
+            store: self.store,
+            platform,
+            plain_http: self.plain_http,
+            credentials,
+            max_concurrent_downloads: self.max_concurrent_downloads as usize,
+            max_attempts: self.max_attempts,
+            verify_diff_ids: self.verify_diff_ids,
+        })
+    }
+}
+
+impl Checked {
+    pub fn uses_plain_http(&self, registry: &str) -> bool {
+        match &self.plain_http {
+            PlainHttp::All(b) => *b,
+            PlainHttp::Hosts(h) => h.iter().any(|x| x == registry),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_types_are_errors() {
+        let e = PullOptions::from_json(r#"{"reference":"a","store":"/s","bogus":1}"#);
+        assert!(e.unwrap_err().message.contains("unknown field `bogus`"));
+        let e = PullOptions::from_json(r#"{"reference":"a","store":"/s","max_attempts":"x"}"#);
+        assert!(e.unwrap_err().message.contains("max_attempts"));
+        let o = PullOptions::from_json(r#"{"reference":"a","store":"/s","plain_http":["h:1"]}"#)
+            .unwrap()
+            .check()
+            .unwrap();
+        assert!(o.uses_plain_http("h:1") && !o.uses_plain_http("h:2"));
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let c = Credentials::Basic { username: "u".into(), password: "hunter2".into() };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

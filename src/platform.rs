@@ -1,0 +1,136 @@
+//! Platforms (`os/arch[/variant]`) normalised the way containerd does, so
+//! `aarch64`, `arm64` and `arm64/v8` all select the same index entry.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
+}
+
+impl Platform {
+    pub fn parse(s: &str) -> Result<Platform> {
+        let parts: Vec<&str> = s.split('/').collect();
+        if parts.len() < 2 || parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
+            return Err(Error::invalid(format!(
+                "platform {s:?} must look like os/arch or os/arch/variant"
+            )));
+        }
+        Ok(Platform {
+            os: parts[0].to_ascii_lowercase(),
+            architecture: parts[1].to_ascii_lowercase(),
+            variant: parts.get(2).map(|v| v.to_ascii_lowercase()),
+            os_version: None,
+        }
+        .normalized())
+    }
+
+    /// The platform this library was built for.
+    pub fn host() -> Platform {
+        Platform {
+            os: std::env::consts::OS.to_string(),
+            architecture: std::env::consts::ARCH.to_string(),
+            variant: None,
+            os_version: None,
+        }
+        .normalized()
+    }
+
+    pub fn normalized(&self) -> Platform {
+        let (arch, variant) = match (self.architecture.as_str(), self.variant.as_deref()) {
+            ("x86_64" | "x86-64" | "amd64", v) => ("amd64", v.filter(|v| *v != "v1")),
+            ("aarch64" | "arm64", Some("v8") | Some("8") | None) => ("arm64", None),
+            ("aarch64" | "arm64", v) => ("arm64", v),
+            ("armhf" | "arm", None) => ("arm", Some("v7")),
+            ("armel", None) => ("arm", Some("v6")),
+            ("arm", Some(v)) if !v.starts_with('v') => ("arm", Some(v)),
+            ("i386" | "i686" | "x86" | "386", v) => ("386", v),
+            (a, v) => (a, v),
+        };
+        let variant = variant.map(|v| match v {
+            "5" | "6" | "7" | "8" => format!("v{v}"),
+            other => other.to_string(),
+        });
+        Platform {
+            os: self.os.to_ascii_lowercase(),
+            architecture: arch.to_string(),
+            variant,
+            os_version: self.os_version.clone(),
+        }
+    }
+
+    /// Whether an index entry for `candidate` can run where `self` is wanted.
+    /// Windows os.version is compared on its build number only.
+    pub fn matches(&self, candidate: &Platform) -> bool {
+        let want = self.normalized();
+        let have = candidate.normalized();
+        if want.os != have.os || want.architecture != have.architecture {
+            return false;
+        }
+        if want.variant != have.variant {
+            return false;
+        }
+        match (&want.os_version, &have.os_version) {
+            (Some(w), Some(h)) if want.os == "windows" => windows_build(w) == windows_build(h),
+            _ => true,
+        }
+    }
+}
+
+fn windows_build(v: &str) -> Option<&str> {
+    let mut it = v.split('.');
+    let (major, minor, build) = (it.next()?, it.next()?, it.next()?);
+    let _ = (major, minor);
+    Some(build)
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        if let Some(v) = &self.os_version {
+            write!(f, " ({v})")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Platform {
+        Platform::parse(s).unwrap()
+    }
+
+    #[test]
+    fn normalises_arm_and_x86() {
+        assert_eq!(p("linux/aarch64/v8"), p("linux/arm64"));
+        assert_eq!(p("linux/x86_64"), p("linux/amd64"));
+        assert_eq!(p("linux/arm").variant.as_deref(), Some("v7"));
+        assert!(p("linux/arm64/v8").matches(&p("linux/arm64")));
+        assert!(!p("linux/arm").matches(&p("linux/arm/v6")));
+        assert!(Platform::parse("linux").is_err());
+    }
+
+    #[test]
+    fn windows_matches_on_build_number() {
+        let mut want = p("windows/amd64");
+        want.os_version = Some("10.0.20348.1234".into());
+        let mut a = p("windows/amd64");
+        a.os_version = Some("10.0.17763.5000".into());
+        let mut b = a.clone();
+        b.os_version = Some("10.0.20348.2000".into());
+        assert!(!want.matches(&a));
+        assert!(want.matches(&b));
+    }
+}

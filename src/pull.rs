@@ -1,0 +1,199 @@
+//! One image pull: resolve the reference, fetch and verify manifests and
+//! config, download layers through the transfer manager, commit in order,
+//! and name the image in the store's index.json.
+
+mod layers;
+
+use crate::digest::Digest;
+use crate::error::{Error, ErrorKind, Result};
+use crate::manifest::{self, Parsed};
+use crate::options::Checked;
+use crate::progress::{Event, EventSender, Kind, Progress};
+use crate::registry::Client;
+use crate::transfer;
+use serde::Serialize;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Aggregate counters a host can poll while the pull runs.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub layers_total: AtomicU32,
+    pub layers_done: AtomicU32,
+    pub bytes_total: AtomicU64,
+    pub bytes_done: AtomicU64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct LayerResult {
+    pub digest: String,
+    pub diff_id: Option<String>,
+    pub size: u64,
+    pub media_type: String,
+}
+
+/// What a finished pull hands back (as JSON through the C API).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct PullResult {
+    pub reference: String,
+    /// What the tag resolved to: the index digest for multi-platform images.
+    pub digest: String,
+    pub manifest_digest: String,
+    pub manifest_media_type: String,
+    pub config_digest: String,
+    pub platform: Option<String>,
+    pub store: String,
+    pub layers: Vec<LayerResult>,
+    /// Bytes fetched from the registry for layers this pull waited on.
+    pub bytes_downloaded: u64,
+    pub up_to_date: bool,
+}
+
+/// A running pull. Dropping it does not stop the pull; `cancel` does.
+pub struct PullHandle {
+    cancel: CancellationToken,
+    pub counters: Arc<Counters>,
+}
+
+impl PullHandle {
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Start a pull on the library runtime. Events arrive on `events`, and
+/// `Event::Done` is always the last one sent.
+pub fn start(opts: Checked, events: EventSender) -> PullHandle {
+    let cancel = CancellationToken::new();
+    let counters = Arc::new(Counters::default());
+    let handle = PullHandle { cancel: cancel.clone(), counters: counters.clone() };
+    crate::runtime::get().spawn(async move {
+        let result = tokio::select! {
+            r = run(&opts, &events, &counters) => r,
+            _ = cancel.cancelled() => Err(Error::cancelled()),
+        };
+        if let Err(e) = &result {
+            log::info!("pull {}: {e}", opts.reference);
+        }
+        let _ = events.send(Event::Done(result));
+    });
+    handle
+}
+
+fn emit(events: &EventSender, p: Progress) {
+    let _ = events.send(Event::Progress(p));
+}
+
+async fn run(o: &Checked, events: &EventSender, counters: &Arc<Counters>) -> Result<PullResult> {
+    let r = &o.reference;
+    let shown = r.to_string();
+    let label = r.tag.clone().unwrap_or_else(|| r.manifest_ref());
+    emit(events, Progress::image(Kind::PullingFrom, format!("{label}: Pulling from {}", r.repository)));
+
+    let manager = transfer::for_store(&o.store, o.max_concurrent_downloads)?;
+    let store = manager.store().clone();
+    let plain = o.uses_plain_http(&r.registry);
+    let client =
+        Arc::new(Client::new(&r.registry, &r.repository, plain, o.credentials.clone())?);
+
+    let top = client.manifest(&r.manifest_ref()).await?;
+    let top_digest = Digest::of(&top.bytes);
+    if let Some(want) = &r.digest {
+        if *want != top_digest {
+            return Err(Error::new(
+                ErrorKind::DigestMismatch,
+                format!("manifest digest mismatch for {shown}: expected {want}, got {top_digest}"),
+            ));
+        }
+    }
+    let (image, image_bytes, image_digest, platform) =
+        match manifest::parse(&top.bytes, top.content_type.as_deref(), &shown)? {
+            Parsed::Image(m) => (m, top.bytes, top_digest.clone(), None),
+            Parsed::Index(index) => {
+                let what = format!("{shown} (index {top_digest})");
+                let d = manifest::select_platform(&index, &o.platform, &what)?.clone();
+                let child = fetch_child(&client, &d, &what).await?;
+                (child.0, child.1, d.parsed_digest()?, d.platform.map(|p| p.to_string()))
+            }
+        };
+
+    let config_digest = image.config.parsed_digest()?;
+    let config = match store.verified(&config_digest, image.config.size) {
+        Some(_) => std::fs::read(store.blob_path(&config_digest))
+            .map_err(|e| Error::store("cannot read a stored config", e))?,
+        None => client.small_blob(&config_digest, image.config.size).await?,
+    };
+    let diff_ids = manifest::config_diff_ids(&config, &shown)?;
+    if o.verify_diff_ids && diff_ids.len() != image.layers.len() {
+        return Err(Error::new(
+            ErrorKind::Registry,
+            format!(
+                "{shown}: the config lists {} diffIDs for {} layers",
+                diff_ids.len(),
+                image.layers.len()
+            ),
+        ));
+    }
+
+    let plan = layers::Plan::new(&image.layers, o)?;
+    let done = plan.fetch(&manager, &client, events, counters).await?;
+    let layers = layers::check_diff_ids(&plan, &done, &diff_ids, o, &store)?;
+
+    // The image becomes visible only now that every layer verified.
+    let previous = store.ref_digest(&shown)?;
+    store.put_blob(&config_digest, &config)?;
+    store.put_blob(&image_digest, &image_bytes)?;
+    store.set_ref(&shown, &image.media_type, &image_digest, image_bytes.len() as u64)?;
+
+    let downloaded = done.values().map(|d| d.downloaded).sum::<u64>();
+    let up_to_date = previous.as_deref() == Some(&image_digest.to_string()) && downloaded == 0;
+    emit(events, Progress::image(Kind::Digest, format!("Digest: {top_digest}")));
+    let status = if up_to_date {
+        format!("Status: Image is up to date for {shown}")
+    } else {
+        format!("Status: Downloaded newer image for {shown}")
+    };
+    emit(events, Progress::image(Kind::Status, status));
+    Ok(PullResult {
+        reference: shown,
+        digest: top_digest.to_string(),
+        manifest_digest: image_digest.to_string(),
+        manifest_media_type: image.media_type.clone(),
+        config_digest: config_digest.to_string(),
+        platform,
+        store: std::fs::canonicalize(store.root())
+            .unwrap_or_else(|_| store.root().to_path_buf())
+            .display()
+            .to_string(),
+        layers,
+        bytes_downloaded: downloaded,
+        up_to_date,
+    })
+}
+
+/// Fetch the platform manifest an index points at, by digest, and hold it
+/// to the descriptor's digest and size.
+async fn fetch_child(
+    client: &Client,
+    d: &manifest::Descriptor,
+    what: &str,
+) -> Result<(manifest::ImageManifest, Vec<u8>)> {
+    let want = d.parsed_digest()?;
+    let child = client.manifest(&want.to_string()).await?;
+    let got = Digest::of(&child.bytes);
+    if got != want || child.bytes.len() as u64 != d.size {
+        return Err(Error::new(
+            ErrorKind::DigestMismatch,
+            format!("manifest digest mismatch in {what}: expected {want}, got {got}"),
+        ));
+    }
+    match manifest::parse(&child.bytes, child.content_type.as_deref(), what)? {
+        Parsed::Image(m) => Ok((m, child.bytes)),
+        // TODO: nested indexes are refused instead of followed.
+        Parsed::Index(_) => Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("{what}: a nested index is not supported"),
+        )),
+    }
+}

@@ -1,0 +1,337 @@
+//! The store: an OCI image layout directory (oci-layout, index.json,
+//! blobs/sha256/...) that skopeo, umoci and containerd tools can read.
+//!
+//! Nothing unverified is ever visible under blobs/: bytes land in
+//! `.vicpull/ingest/`, are verified, fsync'd, then renamed into place.
+//! `.vicpull/verified/<hex>` records that we verified a blob ourselves (and
+//! its diffID), so a blob someone else left is re-hashed before it is trusted.
+
+use crate::digest::Digest;
+use crate::error::{Error, ErrorKind, Result};
+use crate::manifest::LayerEncoding;
+use crate::verify::BlobHasher;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+const CONTAINERD_NAME: &str = "io.containerd.image.name";
+
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+}
+
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn io(context: impl AsRef<str>) -> impl FnOnce(std::io::Error) -> Error {
+    move |e| Error::store(context.as_ref(), e)
+}
+
+impl Store {
+    /// Open or create a layout at `root`.
+    pub fn open(root: &Path) -> Result<Store> {
+        let store = Store { root: root.to_path_buf() };
+        for dir in [store.blobs_dir(), store.ingest_dir(), store.verified_dir()] {
+            fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
+        }
+        let layout = root.join("oci-layout");
+        if !layout.exists() {
+            store.write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
+        let index = root.join("index.json");
+        if !index.exists() {
+            let _lock = store.lock_index()?;
+            if !index.exists() {
+                store.write_atomic(&index, br#"{"schemaVersion":2,"manifests":[]}"#)?;
+            }
+        }
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn blobs_dir(&self) -> PathBuf {
+        self.root.join("blobs").join("sha256")
+    }
+
+    fn ingest_dir(&self) -> PathBuf {
+        self.root.join(".vicpull").join("ingest")
+    }
+
+    fn verified_dir(&self) -> PathBuf {
+        self.root.join(".vicpull").join("verified")
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.blobs_dir().join(digest.hex())
+    }
+
+    /// A blob we verified earlier: Some(diffID if it was a layer).
+    pub fn verified(&self, digest: &Digest, size: u64) -> Option<Option<Digest>> {
+        let meta = fs::metadata(self.blob_path(digest)).ok()?;
+        if meta.len() != size {
+            return None;
+        }
+        let mark = fs::read_to_string(self.verified_dir().join(digest.hex())).ok()?;
+        let mark = mark.trim();
+        if mark.is_empty() {
+            Some(None)
+        } else {
+            Digest::parse(mark).ok().map(Some)
+        }
+    }
+
+    /// Re-hash a blob we did not write (or whose diffID we lack). A blob that
+    /// fails is moved out of blobs/ and None is returned.
+    pub fn verify_existing(
+        &self,
+        digest: &Digest,
+        size: u64,
+        encoding: Option<LayerEncoding>,
+    ) -> Result<Option<Option<Digest>>> {
+        let path = self.blob_path(digest);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::store(&format!("cannot open {}", path.display()), e)),
+        };
+        let mut hasher = BlobHasher::new(encoding);
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = file.read(&mut buf).map_err(io(format!("cannot read {}", path.display())))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let v = hasher.finish();
+        let diff_id = match v.diff_id {
+            Some(Ok(d)) => Some(d),
+            None => None,
+            Some(Err(_)) => return self.evict(digest).map(|_| None),
+        };
+        if v.digest != *digest || v.size != size {
+            return self.evict(digest).map(|_| None);
+        }
+        self.mark_verified(digest, diff_id.as_ref())?;
+        Ok(Some(diff_id))
+    }
+
+    fn evict(&self, digest: &Digest) -> Result<()> {
+        log::warn!("store: {digest} on disk does not verify; fetching it again");
+        let _ = fs::remove_file(self.verified_dir().join(digest.hex()));
+        match fs::remove_file(self.blob_path(digest)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::store("cannot remove a corrupt blob", e)),
+        }
+    }
+
+    fn mark_verified(&self, digest: &Digest, diff_id: Option<&Digest>) -> Result<()> {
+        let text = diff_id.map(|d| d.to_string()).unwrap_or_default();
+        self.write_atomic(&self.verified_dir().join(digest.hex()), text.as_bytes())
+    }
+
+    /// A fresh temp file in the ingest area; removed on drop unless committed.
+    pub fn temp_blob(&self, digest: &Digest) -> Result<TempBlob> {
+        let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .ingest_dir()
+            .join(format!("{}.{}.{seq}.partial", digest.hex(), std::process::id()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io(format!("cannot create {}", path.display())))?;
+        Ok(TempBlob { path, file: Some(file) })
+    }
+
+    /// Make a verified temp blob visible: fsync, rename, fsync the directory.
+    pub fn commit(
+        &self,
+        mut temp: TempBlob,
+        digest: &Digest,
+        diff_id: Option<&Digest>,
+    ) -> Result<PathBuf> {
+        let file = temp.file.take().expect("temp blob committed twice");
+        file.sync_all().map_err(io("cannot fsync a blob"))?;
+        drop(file);
+        let dest = self.blob_path(digest);
+        fs::rename(&temp.path, &dest).map_err(io(format!("cannot rename into {}", dest.display())))?;
+        temp.path = PathBuf::new();
+        sync_dir(&self.blobs_dir())?;
+        self.mark_verified(digest, diff_id)?;
+        Ok(dest)
+    }
+
+    /// Store small verified bytes (manifests, configs).
+    pub fn put_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<()> {
+        if self.verified(digest, bytes.len() as u64).is_some() {
+            return Ok(());
+        }
+        let mut temp = self.temp_blob(digest)?;
+        temp.write_all(bytes)?;
+        self.commit(temp, digest, None).map(|_| ())
+    }
+
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp-{}-{seq}", std::process::id()));
+        let res = (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            fs::rename(&tmp, path)
+        })();
+        if let Err(e) = res {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::store(&format!("cannot write {}", path.display()), e));
+        }
+        sync_dir(path.parent().unwrap_or(&self.root))
+    }
+
+    /// Exclusive lock over index.json, across threads and processes.
+    fn lock_index(&self) -> Result<File> {
+        let path = self.root.join(".vicpull").join("index.lock");
+        fs::create_dir_all(self.root.join(".vicpull")).map_err(io("cannot create .vicpull"))?;
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io("cannot open the index lock"))?;
+        // SAFETY: flock on a descriptor we own; the lock is released when the
+        // returned File is closed.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+        if rc != 0 {
+            return Err(Error::store("cannot lock index.json", std::io::Error::last_os_error()));
+        }
+        Ok(f)
+    }
+
+    fn read_index(&self) -> Result<serde_json::Value> {
+        let path = self.root.join("index.json");
+        let text = fs::read(&path).map_err(io("cannot read index.json"))?;
+        serde_json::from_slice(&text).map_err(|e| {
+            Error::new(ErrorKind::StoreIo, format!("{} is not valid JSON: {e}", path.display()))
+        })
+    }
+
+    /// The manifest digest a name points at now, if any.
+    pub fn ref_digest(&self, name: &str) -> Result<Option<String>> {
+        let index = self.read_index()?;
+        Ok(entries(&index)
+            .iter()
+            .find(|m| m["annotations"][REF_NAME] == name)
+            .and_then(|m| m["digest"].as_str().map(str::to_string)))
+    }
+
+    /// Point `name` at a manifest, replacing any older entry of that name.
+    pub fn set_ref(&self, name: &str, media_type: &str, digest: &Digest, size: u64) -> Result<()> {
+        let _lock = self.lock_index()?;
+        let mut index = self.read_index()?;
+        let mut list: Vec<serde_json::Value> = entries(&index)
+            .iter()
+            .filter(|m| m["annotations"][REF_NAME] != name)
+            .cloned()
+            .collect();
+        list.push(serde_json::json!({
+            "mediaType": media_type,
+            "digest": digest.to_string(),
+            "size": size,
+            "annotations": { REF_NAME: name, CONTAINERD_NAME: name },
+        }));
+        index["manifests"] = serde_json::Value::Array(list);
+        if index.get("schemaVersion").is_none() {
+            index["schemaVersion"] = 2.into();
+        }
+        let bytes = serde_json::to_vec_pretty(&index).expect("index serialises");
+        self.write_atomic(&self.root.join("index.json"), &bytes)
+    }
+}
+
+fn entries(index: &serde_json::Value) -> Vec<serde_json::Value> {
+    index["manifests"].as_array().cloned().unwrap_or_default()
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(format!("cannot fsync {}", dir.display())))
+}
+
+/// Bytes on their way into the store. Dropping it removes the file, so a
+/// failed or cancelled download leaves nothing behind.
+pub struct TempBlob {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl TempBlob {
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        let f = self.file.as_mut().expect("temp blob already committed");
+        f.write_all(bytes).map_err(io("cannot write to the ingest area"))
+    }
+
+    /// Drop everything written so far (a restart from byte 0).
+    pub fn reset(&mut self) -> Result<()> {
+        use std::io::Seek;
+        let f = self.file.as_mut().expect("temp blob already committed");
+        f.set_len(0).map_err(io("cannot truncate a temp blob"))?;
+        f.seek(std::io::SeekFrom::Start(0)).map_err(io("cannot seek a temp blob")).map(|_| ())
+    }
+}
+
+impl Drop for TempBlob {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("vicpull-store-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn commit_is_atomic_and_index_updates() {
+        let root = tmpdir("commit");
+        let s = Store::open(&root).unwrap();
+        let d = Digest::of(b"abc");
+        s.put_blob(&d, b"abc").unwrap();
+        assert_eq!(fs::read(s.blob_path(&d)).unwrap(), b"abc");
+        assert_eq!(fs::read_dir(s.ingest_dir()).unwrap().count(), 0);
+        s.set_ref("r:1", "m", &d, 3).unwrap();
+        s.set_ref("r:1", "m", &d, 3).unwrap();
+        s.set_ref("r:2", "m", &d, 3).unwrap();
+        let idx = s.read_index().unwrap();
+        assert_eq!(idx["manifests"].as_array().unwrap().len(), 2);
+        assert_eq!(s.ref_digest("r:1").unwrap(), Some(d.to_string()));
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn corrupt_blob_is_evicted() {
+        let root = tmpdir("evict");
+        let s = Store::open(&root).unwrap();
+        let d = Digest::of(b"good");
+        fs::write(s.blob_path(&d), b"bad!").unwrap();
+        assert_eq!(s.verified(&d, 4), None);
+        assert_eq!(s.verify_existing(&d, 4, None).unwrap(), None);
+        assert!(!s.blob_path(&d).exists());
+        fs::remove_dir_all(root).unwrap();
+    }
+}

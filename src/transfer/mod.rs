@@ -1,0 +1,181 @@
+//! The deduplicating transfer manager: one download per blob digest however
+//! many pulls want it.
+//!
+//! Lifecycle
+//! - One `Manager` per store directory in this process (`for_store`). It owns
+//!   the download slots (a FIFO semaphore: first come, first served) and the
+//!   in-flight table `digest -> Transfer`.
+//! - `Manager::watch` either joins the transfer already in flight for that
+//!   digest or creates one and spawns its task. Either way the caller gets a
+//!   `Watcher`; dropping it is the release, so watch and release always pair.
+//! - A transfer belongs to no pull. Its task runs while at least one watcher
+//!   remains; when the last one is dropped before the end, the transfer's own
+//!   cancel token fires and its task stops. Watcher counts change only under
+//!   the table lock, so a new watcher never joins a transfer being cancelled.
+//! - States go out on a `watch` channel: Waiting (for a slot), Downloading,
+//!   Retrying, Verifying, then exactly one Done. A watcher that joins late
+//!   sees the current state first, then every later change.
+//! - A transfer leaves the table before it publishes Done, so a failure is
+//!   never inherited: the next pull of that digest starts a fresh transfer.
+//! - Callbacks never run here: pulls turn states into their own events.
+
+mod download;
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::manifest::LayerEncoding;
+use crate::registry::Client;
+use crate::store::Store;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use tokio::sync::{watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+/// A verified blob now in the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blob {
+    pub digest: Digest,
+    pub size: u64,
+    /// The uncompressed tar's digest, when it was computed.
+    pub diff_id: Option<Digest>,
+    pub path: PathBuf,
+    /// False when the blob turned out to be in the store already.
+    pub fetched: bool,
+}
+
+#[derive(Clone, Debug)]
+pub enum State {
+    Waiting,
+    Downloading { current: u64, total: u64 },
+    Retrying { attempt: u32, delay_secs: u64, reason: String },
+    Verifying,
+    Done(std::result::Result<Blob, Error>),
+}
+
+/// What to fetch and from where. The first pull to ask for a digest
+/// supplies the source every later watcher shares.
+pub struct Request {
+    pub digest: Digest,
+    pub size: u64,
+    /// None for non-layer blobs; decides how the diffID is computed.
+    pub encoding: Option<LayerEncoding>,
+    pub verify_diff_id: bool,
+    pub source: Arc<Client>,
+    pub max_attempts: u32,
+}
+
+struct Transfer {
+    digest: Digest,
+    state: watch::Sender<State>,
+    /// Fires when the last watcher leaves; never by a single pull.
+    cancel: CancellationToken,
+    /// Guarded by the manager's table lock.
+    watchers: Mutex<usize>,
+}
+
+pub struct Manager {
+    store: Arc<Store>,
+    /// Download slots, handed out in FIFO order.
+    slots: Arc<Semaphore>,
+    inflight: Mutex<HashMap<Digest, Arc<Transfer>>>,
+}
+
+static MANAGERS: Mutex<Vec<(PathBuf, Weak<Manager>)>> = Mutex::new(Vec::new());
+
+/// The manager shared by every pull into `root` in this process.
+pub fn for_store(root: &Path, slots: usize) -> Result<Arc<Manager>> {
+    let store = Store::open(root)?;
+    let key = std::fs::canonicalize(root)
+        .map_err(|e| Error::store(&format!("cannot resolve {}", root.display()), e))?;
+    let mut all = MANAGERS.lock().unwrap_or_else(|p| p.into_inner());
+    all.retain(|(_, w)| w.strong_count() > 0);
+    if let Some(m) = all.iter().find(|(k, _)| *k == key).and_then(|(_, w)| w.upgrade()) {
+        // TODO: a later pull's max_concurrent_downloads does not resize a
+        // manager that is already running for this store.
+        return Ok(m);
+    }
+    let m = Arc::new(Manager {
+        store: Arc::new(store),
+        slots: Arc::new(Semaphore::new(slots)),
+        inflight: Mutex::new(HashMap::new()),
+    });
+    all.push((key, Arc::downgrade(&m)));
+    Ok(m)
+}
+
+impl Manager {
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Transfer>>> {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Join the transfer for `req.digest`, starting it if none is in flight.
+    pub fn watch(self: &Arc<Self>, req: Request) -> Watcher {
+        let mut table = self.table();
+        if let Some(t) = table.get(&req.digest) {
+            if !t.cancel.is_cancelled() {
+                *t.watchers.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+                let rx = t.state.subscribe();
+                return Watcher { manager: self.clone(), transfer: t.clone(), rx, joined: true };
+            }
+        }
+        let (tx, rx) = watch::channel(State::Waiting);
+        let t = Arc::new(Transfer {
+            digest: req.digest.clone(),
+            state: tx,
+            cancel: CancellationToken::new(),
+            watchers: Mutex::new(1),
+        });
+        table.insert(req.digest.clone(), t.clone());
+        drop(table);
+        tokio::spawn(download::run(self.clone(), t.clone(), req));
+        Watcher { manager: self.clone(), transfer: t, rx, joined: false }
+    }
+
+    fn release(&self, t: &Arc<Transfer>) {
+        let mut table = self.table();
+        let mut n = t.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        *n -= 1;
+        if *n == 0 && !matches!(*t.state.borrow(), State::Done(_)) {
+            t.cancel.cancel();
+            if table.get(&t.digest).is_some_and(|cur| Arc::ptr_eq(cur, t)) {
+                table.remove(&t.digest);
+            }
+        }
+    }
+
+    /// Leave the table, then publish the outcome to every watcher.
+    fn finish(&self, t: &Arc<Transfer>, result: std::result::Result<Blob, Error>) {
+        {
+            let mut table = self.table();
+            if table.get(&t.digest).is_some_and(|cur| Arc::ptr_eq(cur, t)) {
+                table.remove(&t.digest);
+            }
+        }
+        t.state.send_replace(State::Done(result));
+    }
+
+    /// Digests being downloaded now (for tests and diagnostics).
+    pub fn in_flight(&self) -> Vec<Digest> {
+        self.table().keys().cloned().collect()
+    }
+}
+
+/// One pull's interest in a transfer. Dropping it releases that interest.
+pub struct Watcher {
+    manager: Arc<Manager>,
+    transfer: Arc<Transfer>,
+    pub rx: watch::Receiver<State>,
+    /// True when the transfer was already in flight for another pull.
+    pub joined: bool,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.manager.release(&self.transfer);
+    }
+}
