@@ -23,9 +23,13 @@ impl Digest {
         }
         let ok = hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         if !ok {
-            return Err(Error::invalid(format!("digest {s:?} is not 64 lowercase hex digits")));
+            return Err(Error::invalid(format!(
+                "digest {s:?} is not 64 lowercase hex digits"
+            )));
         }
-        Ok(Digest { hex: hex.to_string() })
+        Ok(Digest {
+            hex: hex.to_string(),
+        })
     }
 
     pub fn of(bytes: &[u8]) -> Digest {
@@ -66,6 +70,9 @@ mod tests {
         assert_eq!(Digest::parse(&d.to_string()).unwrap(), d);
         assert!(Digest::parse("sha256:abc").is_err());
         assert!(Digest::parse("sha256:../../etc/passwd").is_err());
-        assert_eq!(Digest::parse("md5:00").unwrap_err().kind, ErrorKind::Unsupported);
+        assert_eq!(
+            Digest::parse("md5:00").unwrap_err().kind,
+            ErrorKind::Unsupported
+        );
     }
 }

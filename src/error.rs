@@ -35,11 +35,21 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into(), transient: false, retry_after: None }
+        Error {
+            kind,
+            message: message.into(),
+            transient: false,
+            retry_after: None,
+        }
     }
 
     pub fn transient(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into(), transient: true, retry_after: None }
+        Error {
+            kind,
+            message: message.into(),
+            transient: true,
+            retry_after: None,
+        }
     }
 
     pub fn cancelled() -> Self {

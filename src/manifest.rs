@@ -84,14 +84,22 @@ fn is_image_type(t: &str) -> bool {
 
 /// `Application/JSON; charset=utf-8` -> `application/json`.
 pub fn bare_media_type(header: &str) -> String {
-    header.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+    header
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// Detect the kind of manifest: body `mediaType` first, then the
 /// Content-Type header, then the structure (`manifests` vs `config`+`layers`).
 pub fn parse(body: &[u8], content_type: Option<&str>, what: &str) -> Result<Parsed> {
     let raw: RawManifest = serde_json::from_slice(body).map_err(|e| {
-        Error::new(ErrorKind::Registry, format!("manifest for {what} is not valid JSON: {e}"))
+        Error::new(
+            ErrorKind::Registry,
+            format!("manifest for {what} is not valid JSON: {e}"),
+        )
     })?;
     if raw.schema_version == Some(1) || raw.fs_layers.is_some() {
         return Err(Error::new(
@@ -121,7 +129,10 @@ pub fn parse(body: &[u8], content_type: Option<&str>, what: &str) -> Result<Pars
         (Some(t), _) => t.clone(),
         (None, Some(h)) if known(h) => h.clone(),
         _ => structural.map(str::to_string).ok_or_else(|| {
-            Error::new(ErrorKind::Unsupported, format!("manifest for {what} has an unknown type"))
+            Error::new(
+                ErrorKind::Unsupported,
+                format!("manifest for {what} has an unknown type"),
+            )
         })?,
     };
     // A body that contradicts the type it claims is refused rather than guessed.
@@ -137,12 +148,21 @@ pub fn parse(body: &[u8], content_type: Option<&str>, what: &str) -> Result<Pars
         }
     }
     if is_index_type(&media_type) {
-        let manifests = raw.manifests.ok_or_else(|| conflict("the body has no manifests"))?;
-        Ok(Parsed::Index(Index { media_type, manifests }))
+        let manifests = raw
+            .manifests
+            .ok_or_else(|| conflict("the body has no manifests"))?;
+        Ok(Parsed::Index(Index {
+            media_type,
+            manifests,
+        }))
     } else if is_image_type(&media_type) {
         match (raw.config, raw.layers) {
             (Some(config), Some(layers)) if raw.manifests.is_none() => {
-                Ok(Parsed::Image(ImageManifest { media_type, config, layers }))
+                Ok(Parsed::Image(ImageManifest {
+                    media_type,
+                    config,
+                    layers,
+                }))
             }
             _ => Err(conflict("the body is not an image manifest")),
         }
@@ -175,8 +195,14 @@ pub fn select_platform<'a>(
         .filter(|d| !is_attestation(d))
         .filter(|d| d.platform.as_ref().is_some_and(|p| want.matches(p)))
         .max_by_key(|d| {
-            let v = d.platform.as_ref().and_then(|p| p.os_version.clone()).unwrap_or_default();
-            v.split('.').map(|n| n.parse::<u64>().unwrap_or(0)).collect::<Vec<_>>()
+            let v = d
+                .platform
+                .as_ref()
+                .and_then(|p| p.os_version.clone())
+                .unwrap_or_default();
+            v.split('.')
+                .map(|n| n.parse::<u64>().unwrap_or(0))
+                .collect::<Vec<_>>()
         });
     best.ok_or_else(|| {
         let available: Vec<String> = index
@@ -189,7 +215,11 @@ pub fn select_platform<'a>(
             ErrorKind::NotFound,
             format!(
                 "no manifest for platform {want} in {what}; available: {}",
-                if available.is_empty() { "none".to_string() } else { available.join(", ") }
+                if available.is_empty() {
+                    "none".to_string()
+                } else {
+                    available.join(", ")
+                }
             ),
         )
     })
@@ -208,9 +238,54 @@ struct RootFs {
 /// The diffIDs the config promises, in layer order.
 pub fn config_diff_ids(config: &[u8], what: &str) -> Result<Vec<String>> {
     let raw: RawConfig = serde_json::from_slice(config).map_err(|e| {
-        Error::new(ErrorKind::Registry, format!("config of {what} is not valid JSON: {e}"))
+        Error::new(
+            ErrorKind::Registry,
+            format!("config of {what} is not valid JSON: {e}"),
+        )
     })?;
     Ok(raw.rootfs.map(|r| r.diff_ids).unwrap_or_default())
+}
+
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+
+/// The OCI media type for a Docker layer type (others pass unchanged).
+fn oci_layer_type(t: &str) -> &str {
+    match t {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        }
+        "application/vnd.docker.image.rootfs.diff.tar" => "application/vnd.oci.image.layer.v1.tar",
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+        }
+        other => other,
+    }
+}
+
+/// The image as an OCI manifest, for the OCI layout. A Docker schema2
+/// manifest is rewritten (as `skopeo copy` to `oci:` does): same config and
+/// layer blobs, OCI media types, so a new manifest digest. OCI manifests
+/// are kept byte for byte.
+pub fn as_oci(image: &ImageManifest) -> Option<Vec<u8>> {
+    if image.media_type != DOCKER_MANIFEST {
+        return None;
+    }
+    let retype = |d: &Descriptor, t: &str| Descriptor {
+        media_type: t.to_string(),
+        ..d.clone()
+    };
+    let layers: Vec<Descriptor> = image
+        .layers
+        .iter()
+        .map(|l| retype(l, oci_layer_type(&l.media_type)))
+        .collect();
+    let doc = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": retype(&image.config, OCI_CONFIG),
+        "layers": layers,
+    });
+    Some(serde_json::to_vec(&doc).expect("manifest serialises"))
 }
 
 /// How a layer blob is encoded, from its media type.
@@ -244,20 +319,34 @@ mod tests {
     const DESC: &str = r#"{"mediaType":"x","digest":"sha256:00","size":1}"#;
 
     fn image_body(media_type: Option<&str>) -> String {
-        let mt = media_type.map(|t| format!(r#""mediaType":"{t}","#)).unwrap_or_default();
+        let mt = media_type
+            .map(|t| format!(r#""mediaType":"{t}","#))
+            .unwrap_or_default();
         format!(r#"{{"schemaVersion":2,{mt}"config":{DESC},"layers":[{DESC}]}}"#)
     }
 
     #[test]
     fn detection_order() {
         let b = image_body(Some(OCI_MANIFEST));
-        assert!(matches!(parse(b.as_bytes(), Some("text/plain"), "r"), Ok(Parsed::Image(_))));
+        assert!(matches!(
+            parse(b.as_bytes(), Some("text/plain"), "r"),
+            Ok(Parsed::Image(_))
+        ));
         let b = image_body(None);
-        assert!(matches!(parse(b.as_bytes(), None, "r"), Ok(Parsed::Image(_))));
+        assert!(matches!(
+            parse(b.as_bytes(), None, "r"),
+            Ok(Parsed::Image(_))
+        ));
         let idx = format!(r#"{{"schemaVersion":2,"manifests":[{DESC}]}}"#);
         let ct = "Application/Vnd.Oci.Image.Index.v1+json; charset=utf-8";
-        assert!(matches!(parse(idx.as_bytes(), Some(ct), "r"), Ok(Parsed::Index(_))));
-        assert!(matches!(parse(idx.as_bytes(), None, "r"), Ok(Parsed::Index(_))));
+        assert!(matches!(
+            parse(idx.as_bytes(), Some(ct), "r"),
+            Ok(Parsed::Index(_))
+        ));
+        assert!(matches!(
+            parse(idx.as_bytes(), None, "r"),
+            Ok(Parsed::Index(_))
+        ));
     }
 
     #[test]

@@ -73,7 +73,10 @@ pub struct Checked {
 pub enum Credentials {
     #[default]
     Anonymous,
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     Token(String),
 }
 
@@ -90,7 +93,17 @@ impl std::fmt::Debug for Credentials {
 
 impl PullOptions {
     pub fn from_json(json: &str) -> Result<PullOptions> {
-        serde_json::from_str(json).map_err(|e| Error::invalid(format!("options: {e}")))
+        // The path names the offending key ("max_attempts: invalid type").
+        let de = &mut serde_json::Deserializer::from_str(json);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path.is_empty() || path == "." {
+                Error::invalid(format!("options: {inner}"))
+            } else {
+                Error::invalid(format!("options: {path}: {inner}"))
+            }
+        })
     }
 
     pub fn check(self) -> Result<Checked> {
@@ -103,7 +116,9 @@ impl PullOptions {
             None => Platform::host(),
         };
         if !(1..=64).contains(&self.max_concurrent_downloads) {
-            return Err(Error::invalid("options: max_concurrent_downloads must be 1 to 64"));
+            return Err(Error::invalid(
+                "options: max_concurrent_downloads must be 1 to 64",
+            ));
         }
         if !(1..=100).contains(&self.max_attempts) {
             return Err(Error::invalid("options: max_attempts must be 1 to 100"));
@@ -113,7 +128,9 @@ impl PullOptions {
             (None, None, Some(t)) => Credentials::Token(t),
             (Some(username), Some(password), None) => Credentials::Basic { username, password },
             (_, _, Some(_)) => {
-                return Err(Error::invalid("options: give token or username/password, not both"))
+                return Err(Error::invalid(
+                    "options: give token or username/password, not both",
+                ))
             }
             _ => return Err(Error::invalid("options: username and password go together")),
         };
@@ -158,7 +175,10 @@ mod tests {
 
     #[test]
     fn secrets_are_not_printed() {
-        let c = Credentials::Basic { username: "u".into(), password: "hunter2".into() };
+        let c = Credentials::Basic {
+            username: "u".into(),
+            password: "hunter2".into(),
+        };
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 }

@@ -68,7 +68,13 @@ impl Progress {
     }
 
     pub fn image(kind: Kind, message: String) -> Progress {
-        Progress { layer: None, kind, current: 0, total: 0, message }
+        Progress {
+            layer: None,
+            kind,
+            current: 0,
+            total: 0,
+            message,
+        }
     }
 }
 
@@ -96,16 +102,18 @@ const MIN_BYTES: u64 = 32 * 1024;
 
 impl Throttle {
     pub fn new() -> Throttle {
-        Throttle { last_at: Instant::now(), last_bytes: 0 }
+        Throttle {
+            last_at: Instant::now(),
+            last_bytes: 0,
+        }
     }
 
     pub fn ready(&mut self, bytes: u64) -> bool {
         let now = Instant::now();
         let since = now.duration_since(self.last_at);
         let moved = bytes.saturating_sub(self.last_bytes);
-        let due = moved > 0
-            && since >= MIN_INTERVAL
-            && (moved >= MIN_BYTES || since >= SLOW_INTERVAL);
+        let due =
+            moved > 0 && since >= MIN_INTERVAL && (moved >= MIN_BYTES || since >= SLOW_INTERVAL);
         if due {
             self.last_at = now;
             self.last_bytes = bytes;

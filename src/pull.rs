@@ -13,7 +13,7 @@ use crate::registry::Client;
 use crate::transfer;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU32, AtomicU64};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 /// Aggregate counters a host can poll while the pull runs.
@@ -41,6 +41,9 @@ pub struct PullResult {
     pub digest: String,
     pub manifest_digest: String,
     pub manifest_media_type: String,
+    /// The manifest index.json points at: the registry's own for OCI
+    /// images, its OCI rewrite for Docker schema2 ones.
+    pub stored_manifest_digest: String,
     pub config_digest: String,
     pub platform: Option<String>,
     pub store: String,
@@ -67,12 +70,26 @@ impl PullHandle {
 pub fn start(opts: Checked, events: EventSender) -> PullHandle {
     let cancel = CancellationToken::new();
     let counters = Arc::new(Counters::default());
-    let handle = PullHandle { cancel: cancel.clone(), counters: counters.clone() };
+    let handle = PullHandle {
+        cancel: cancel.clone(),
+        counters: counters.clone(),
+    };
     crate::runtime::get().spawn(async move {
+        let settle = Mutex::new(Vec::new());
         let result = tokio::select! {
-            r = run(&opts, &events, &counters) => r,
+            r = run(&opts, &events, &counters, &settle) => r,
             _ = cancel.cancelled() => Err(Error::cancelled()),
         };
+        // Transfers only this pull watched were cancelled when run() was
+        // dropped; let them remove their temp files before on_done.
+        let handles = std::mem::take(&mut *settle.lock().unwrap_or_else(|p| p.into_inner()));
+        let all = futures_util::future::join_all(handles.iter().map(|h| h.wait()));
+        if tokio::time::timeout(SETTLE_LIMIT, all).await.is_err() {
+            log::warn!(
+                "pull {}: transfers still stopping after {SETTLE_LIMIT:?}",
+                opts.reference
+            );
+        }
         if let Err(e) = &result {
             log::info!("pull {}: {e}", opts.reference);
         }
@@ -85,17 +102,35 @@ fn emit(events: &EventSender, p: Progress) {
     let _ = events.send(Event::Progress(p));
 }
 
-async fn run(o: &Checked, events: &EventSender, counters: &Arc<Counters>) -> Result<PullResult> {
+/// How long a cancelled pull waits for its transfers to stop.
+const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn run(
+    o: &Checked,
+    events: &EventSender,
+    counters: &Arc<Counters>,
+    settle: &Mutex<Vec<transfer::Settle>>,
+) -> Result<PullResult> {
     let r = &o.reference;
     let shown = r.to_string();
     let label = r.tag.clone().unwrap_or_else(|| r.manifest_ref());
-    emit(events, Progress::image(Kind::PullingFrom, format!("{label}: Pulling from {}", r.repository)));
+    emit(
+        events,
+        Progress::image(
+            Kind::PullingFrom,
+            format!("{label}: Pulling from {}", r.repository),
+        ),
+    );
 
     let manager = transfer::for_store(&o.store, o.max_concurrent_downloads)?;
     let store = manager.store().clone();
     let plain = o.uses_plain_http(&r.registry);
-    let client =
-        Arc::new(Client::new(&r.registry, &r.repository, plain, o.credentials.clone())?);
+    let client = Arc::new(Client::new(
+        &r.registry,
+        &r.repository,
+        plain,
+        o.credentials.clone(),
+    )?);
 
     let top = client.manifest(&r.manifest_ref()).await?;
     let top_digest = Digest::of(&top.bytes);
@@ -114,7 +149,12 @@ async fn run(o: &Checked, events: &EventSender, counters: &Arc<Counters>) -> Res
                 let what = format!("{shown} (index {top_digest})");
                 let d = manifest::select_platform(&index, &o.platform, &what)?.clone();
                 let child = fetch_child(&client, &d, &what).await?;
-                (child.0, child.1, d.parsed_digest()?, d.platform.map(|p| p.to_string()))
+                (
+                    child.0,
+                    child.1,
+                    d.parsed_digest()?,
+                    d.platform.map(|p| p.to_string()),
+                )
             }
         };
 
@@ -137,18 +177,35 @@ async fn run(o: &Checked, events: &EventSender, counters: &Arc<Counters>) -> Res
     }
 
     let plan = layers::Plan::new(&image.layers, o)?;
-    let done = plan.fetch(&manager, &client, events, counters).await?;
+    let done = plan
+        .fetch(&manager, &client, events, counters, settle)
+        .await?;
     let layers = layers::check_diff_ids(&plan, &done, &diff_ids, o, &store)?;
 
     // The image becomes visible only now that every layer verified.
+    // The registry's manifest is kept too; the layout names the OCI form.
     let previous = store.ref_digest(&shown)?;
     store.put_blob(&config_digest, &config)?;
     store.put_blob(&image_digest, &image_bytes)?;
-    store.set_ref(&shown, &image.media_type, &image_digest, image_bytes.len() as u64)?;
+    let (stored_digest, stored_type) = match manifest::as_oci(&image) {
+        Some(oci) => {
+            let d = Digest::of(&oci);
+            store.put_blob(&d, &oci)?;
+            (d, manifest::OCI_MANIFEST)
+        }
+        None => (image_digest.clone(), image.media_type.as_str()),
+    };
+    let stored_size = std::fs::metadata(store.blob_path(&stored_digest))
+        .map_err(|e| Error::store("cannot stat the stored manifest", e))?
+        .len();
+    store.set_ref(&shown, stored_type, &stored_digest, stored_size)?;
 
     let downloaded = done.values().map(|d| d.downloaded).sum::<u64>();
-    let up_to_date = previous.as_deref() == Some(&image_digest.to_string()) && downloaded == 0;
-    emit(events, Progress::image(Kind::Digest, format!("Digest: {top_digest}")));
+    let up_to_date = previous.as_deref() == Some(&stored_digest.to_string()) && downloaded == 0;
+    emit(
+        events,
+        Progress::image(Kind::Digest, format!("Digest: {top_digest}")),
+    );
     let status = if up_to_date {
         format!("Status: Image is up to date for {shown}")
     } else {
@@ -160,6 +217,7 @@ async fn run(o: &Checked, events: &EventSender, counters: &Arc<Counters>) -> Res
         digest: top_digest.to_string(),
         manifest_digest: image_digest.to_string(),
         manifest_media_type: image.media_type.clone(),
+        stored_manifest_digest: stored_digest.to_string(),
         config_digest: config_digest.to_string(),
         platform,
         store: std::fs::canonicalize(store.root())

@@ -18,7 +18,10 @@ pub struct Reference {
 }
 
 fn bad(input: &str, why: impl fmt::Display) -> Error {
-    Error::new(ErrorKind::BadReference, format!("invalid reference {input:?}: {why}"))
+    Error::new(
+        ErrorKind::BadReference,
+        format!("invalid reference {input:?}: {why}"),
+    )
 }
 
 impl Reference {
@@ -69,7 +72,12 @@ impl Reference {
             (None, None) => Some("latest".to_string()),
             (t, _) => t.map(str::to_string),
         };
-        Ok(Reference { registry, repository, tag, digest })
+        Ok(Reference {
+            registry,
+            repository,
+            tag,
+            digest,
+        })
     }
 
     /// Name without tag or digest, as docker prints it: `docker.io/library/busybox`.
@@ -104,7 +112,9 @@ impl fmt::Display for Reference {
 fn split_registry(name: &str) -> (Option<String>, &str) {
     match name.split_once('/') {
         Some((first, rest))
-            if first.contains('.') || first.contains(':') || first == "localhost"
+            if first.contains('.')
+                || first.contains(':')
+                || first == "localhost"
                 || first.starts_with('[') =>
         {
             let reg = if first == "index.docker.io" || first == "registry-1.docker.io" {
@@ -127,13 +137,17 @@ fn check_tag(t: &str) -> std::result::Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("tag {t:?} must match [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}"))
+        Err(format!(
+            "tag {t:?} must match [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}"
+        ))
     }
 }
 
 fn check_registry(r: &str) -> std::result::Result<(), String> {
     let (host, port) = if let Some(stripped) = r.strip_prefix('[') {
-        let (h, p) = stripped.split_once(']').ok_or("registry has an unclosed '['")?;
+        let (h, p) = stripped
+            .split_once(']')
+            .ok_or("registry has an unclosed '['")?;
         (h, p.strip_prefix(':'))
     } else {
         match r.split_once(':') {
@@ -142,13 +156,17 @@ fn check_registry(r: &str) -> std::result::Result<(), String> {
         }
     };
     let host_ok = !host.is_empty()
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b));
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b));
     if !host_ok {
         return Err(format!("registry host {host:?} is not a valid host name"));
     }
     if let Some(p) = port {
         if p.parse::<u16>().map_or(true, |n| n == 0) {
-            return Err(format!("registry port {p:?} is not a number from 1 to 65535"));
+            return Err(format!(
+                "registry port {p:?} is not a number from 1 to 65535"
+            ));
         }
     }
     Ok(())
@@ -166,14 +184,15 @@ fn check_component(c: &str) -> std::result::Result<(), String> {
     let seps_ok = b.iter().all(|&x| alnum(x) || b"._-".contains(&x));
     let ends_ok = alnum(b[0]) && alnum(b[b.len() - 1]);
     // Separators: one '.', one or two '_', or any run of '-'.
-    let runs_ok = c
-        .split(|ch: char| ch.is_ascii_alphanumeric())
-        .all(|sep| sep.is_empty() || sep == "." || sep == "_" || sep == "__"
-            || sep.bytes().all(|x| x == b'-'));
+    let runs_ok = c.split(|ch: char| ch.is_ascii_alphanumeric()).all(|sep| {
+        sep.is_empty() || sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-')
+    });
     if seps_ok && ends_ok && runs_ok {
         Ok(())
     } else {
-        Err(format!("repository name component {c:?} has invalid characters"))
+        Err(format!(
+            "repository name component {c:?} has invalid characters"
+        ))
     }
 }
 
@@ -194,7 +213,10 @@ mod tests {
     #[test]
     fn host_port_tag_and_digest() {
         let r = Reference::parse("host:5000/a/b:tag").unwrap();
-        assert_eq!((r.registry.as_str(), r.repository.as_str()), ("host:5000", "a/b"));
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str()),
+            ("host:5000", "a/b")
+        );
         assert_eq!(r.tag.as_deref(), Some("tag"));
         let r = Reference::parse(&format!("localhost/repo@{D}")).unwrap();
         assert_eq!(r.tag, None);

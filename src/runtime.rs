@@ -10,7 +10,9 @@ static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 /// being hashed never stalls every other transfer.
 pub fn get() -> &'static Runtime {
     RUNTIME.get_or_init(|| {
-        let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .max(2);
         Builder::new_multi_thread()
             .worker_threads(workers)
             .thread_name("vicpull-rt")

@@ -33,7 +33,9 @@ fn io(context: impl AsRef<str>) -> impl FnOnce(std::io::Error) -> Error {
 impl Store {
     /// Open or create a layout at `root`.
     pub fn open(root: &Path) -> Result<Store> {
-        let store = Store { root: root.to_path_buf() };
+        let store = Store {
+            root: root.to_path_buf(),
+        };
         for dir in [store.blobs_dir(), store.ingest_dir(), store.verified_dir()] {
             fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
         }
@@ -103,7 +105,9 @@ impl Store {
         let mut hasher = BlobHasher::new(encoding);
         let mut buf = vec![0u8; 256 * 1024];
         loop {
-            let n = file.read(&mut buf).map_err(io(format!("cannot read {}", path.display())))?;
+            let n = file
+                .read(&mut buf)
+                .map_err(io(format!("cannot read {}", path.display())))?;
             if n == 0 {
                 break;
             }
@@ -140,16 +144,21 @@ impl Store {
     /// A fresh temp file in the ingest area; removed on drop unless committed.
     pub fn temp_blob(&self, digest: &Digest) -> Result<TempBlob> {
         let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
-        let path = self
-            .ingest_dir()
-            .join(format!("{}.{}.{seq}.partial", digest.hex(), std::process::id()));
+        let path = self.ingest_dir().join(format!(
+            "{}.{}.{seq}.partial",
+            digest.hex(),
+            std::process::id()
+        ));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(&path)
             .map_err(io(format!("cannot create {}", path.display())))?;
-        Ok(TempBlob { path, file: Some(file) })
+        Ok(TempBlob {
+            path,
+            file: Some(file),
+        })
     }
 
     /// Make a verified temp blob visible: fsync, rename, fsync the directory.
@@ -163,7 +172,8 @@ impl Store {
         file.sync_all().map_err(io("cannot fsync a blob"))?;
         drop(file);
         let dest = self.blob_path(digest);
-        fs::rename(&temp.path, &dest).map_err(io(format!("cannot rename into {}", dest.display())))?;
+        fs::rename(&temp.path, &dest)
+            .map_err(io(format!("cannot rename into {}", dest.display())))?;
         temp.path = PathBuf::new();
         sync_dir(&self.blobs_dir())?;
         self.mark_verified(digest, diff_id)?;
@@ -210,7 +220,10 @@ impl Store {
         // returned File is closed.
         let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
         if rc != 0 {
-            return Err(Error::store("cannot lock index.json", std::io::Error::last_os_error()));
+            return Err(Error::store(
+                "cannot lock index.json",
+                std::io::Error::last_os_error(),
+            ));
         }
         Ok(f)
     }
@@ -219,7 +232,10 @@ impl Store {
         let path = self.root.join("index.json");
         let text = fs::read(&path).map_err(io("cannot read index.json"))?;
         serde_json::from_slice(&text).map_err(|e| {
-            Error::new(ErrorKind::StoreIo, format!("{} is not valid JSON: {e}", path.display()))
+            Error::new(
+                ErrorKind::StoreIo,
+                format!("{} is not valid JSON: {e}", path.display()),
+            )
         })
     }
 
@@ -276,7 +292,8 @@ pub struct TempBlob {
 impl TempBlob {
     pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
         let f = self.file.as_mut().expect("temp blob already committed");
-        f.write_all(bytes).map_err(io("cannot write to the ingest area"))
+        f.write_all(bytes)
+            .map_err(io("cannot write to the ingest area"))
     }
 
     /// Drop everything written so far (a restart from byte 0).
@@ -284,7 +301,9 @@ impl TempBlob {
         use std::io::Seek;
         let f = self.file.as_mut().expect("temp blob already committed");
         f.set_len(0).map_err(io("cannot truncate a temp blob"))?;
-        f.seek(std::io::SeekFrom::Start(0)).map_err(io("cannot seek a temp blob")).map(|_| ())
+        f.seek(std::io::SeekFrom::Start(0))
+            .map_err(io("cannot seek a temp blob"))
+            .map(|_| ())
     }
 }
 

@@ -31,7 +31,10 @@ enum Diff {
     None,
     /// An uncompressed tar: the diffID is the blob digest.
     SameAsBlob,
-    Gzip { decoder: MultiGzDecoder<HashWriter>, error: Option<String> },
+    Gzip {
+        decoder: MultiGzDecoder<HashWriter>,
+        error: Option<String>,
+    },
 }
 
 pub struct BlobHasher {
@@ -56,11 +59,19 @@ impl BlobHasher {
             None => Diff::None,
             Some(LayerEncoding::Plain) => Diff::SameAsBlob,
             Some(LayerEncoding::Gzip) => Diff::Gzip {
-                decoder: MultiGzDecoder::new(HashWriter { hash: Sha256::new(), bytes: 0 }),
+                decoder: MultiGzDecoder::new(HashWriter {
+                    hash: Sha256::new(),
+                    bytes: 0,
+                }),
                 error: None,
             },
         };
-        BlobHasher { blob: Sha256::new(), size: 0, head: Vec::with_capacity(8), diff }
+        BlobHasher {
+            blob: Sha256::new(),
+            size: 0,
+            head: Vec::with_capacity(8),
+            diff,
+        }
     }
 
     /// A fresh hasher computing the same things.
@@ -114,7 +125,11 @@ impl BlobHasher {
                 })
             }
         };
-        Verified { digest, size: self.size, diff_id }
+        Verified {
+            digest,
+            size: self.size,
+            diff_id,
+        }
     }
 }
 
@@ -170,7 +185,10 @@ mod tests {
         }
         let mut h = BlobHasher::new(Some(LayerEncoding::Gzip));
         h.update(&both);
-        assert_eq!(h.finish().diff_id.unwrap().unwrap(), Digest::of(b"hello world"));
+        assert_eq!(
+            h.finish().diff_id.unwrap().unwrap(),
+            Digest::of(b"hello world")
+        );
 
         let mut h = BlobHasher::new(Some(LayerEncoding::Gzip));
         h.update(&[0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0, 0]);

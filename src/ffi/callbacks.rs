@@ -116,9 +116,8 @@ pub(crate) fn spawn(
         .name("vicpull-callbacks".into())
         .spawn(move || {
             let keep = s.clone();
-            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                deliver(host, events, s)
-            }));
+            let caught =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| deliver(host, events, s)));
             if caught.is_err() {
                 // Never leave a poller or vic_pull_free waiting forever.
                 let mut t = keep.terminal.lock().unwrap_or_else(|p| p.into_inner());
@@ -165,7 +164,11 @@ fn deliver(host: Host, events: EventReceiver, shared: Arc<Shared>) {
                         message: String::new(),
                         json: serde_json::to_string_pretty(&res).ok(),
                     },
-                    Err(e) => Outcome { result: e.kind.into(), message: e.message, json: None },
+                    Err(e) => Outcome {
+                        result: e.kind.into(),
+                        message: e.message,
+                        json: None,
+                    },
                 });
                 break;
             }
@@ -179,9 +182,17 @@ fn deliver(host: Host, events: EventReceiver, shared: Arc<Shared>) {
     });
     let (code, message) = (outcome.result, c_string(&outcome.message));
     // Publish before on_done so the callback can read the result JSON.
-    shared.terminal.lock().unwrap_or_else(|p| p.into_inner()).outcome = Some(outcome);
+    shared
+        .terminal
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .outcome = Some(outcome);
     if let Some(f) = cb.on_done {
-        let msg = if code == vic_result::Ok { std::ptr::null() } else { message.as_ptr() };
+        let msg = if code == vic_result::Ok {
+            std::ptr::null()
+        } else {
+            message.as_ptr()
+        };
         // SAFETY: host callback per vic_pull_start's contract.
         unsafe { f(cb.user_data, code as u32, msg) };
     }
@@ -190,7 +201,11 @@ fn deliver(host: Host, events: EventReceiver, shared: Arc<Shared>) {
         unsafe { fin(cb.user_data) };
     }
     *shared.thread.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    shared.terminal.lock().unwrap_or_else(|p| p.into_inner()).finished = true;
+    shared
+        .terminal
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .finished = true;
     shared.finished.notify_all();
 }
 

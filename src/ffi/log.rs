@@ -63,7 +63,11 @@ fn to_level(l: log::Level) -> vic_log_level {
 }
 
 fn env_level() -> vic_log_level {
-    match std::env::var("VICPULL_LOG").unwrap_or_default().to_ascii_lowercase().as_str() {
+    match std::env::var("VICPULL_LOG")
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "error" => vic_log_level::Error,
         "warn" => vic_log_level::Warn,
         "info" => vic_log_level::Info,
@@ -90,8 +94,11 @@ impl log::Log for HostLogger {
                 let msg = CString::new(record.args().to_string().replace('\0', " "));
                 let target = CString::new(record.target()).unwrap_or_default();
                 let msg = msg.unwrap_or_default();
-                let params =
-                    vic_log_params { level, target: target.as_ptr(), message: msg.as_ptr() };
+                let params = vic_log_params {
+                    level,
+                    target: target.as_ptr(),
+                    message: msg.as_ptr(),
+                };
                 // SAFETY: a host callback registered through vic_log_set;
                 // the params and strings outlive the call.
                 unsafe { cb(s.user_data, &params) };
@@ -147,8 +154,11 @@ pub unsafe extern "C" fn vic_log_set(
         };
         install();
         let mut sink = SINK.write().unwrap_or_else(|p| p.into_inner());
-        *sink = (callback.is_some() && level != vic_log_level::Off)
-            .then_some(Sink { callback, user_data, level });
+        *sink = (callback.is_some() && level != vic_log_level::Off).then_some(Sink {
+            callback,
+            user_data,
+            level,
+        });
         vic_result::Ok
     })
 }

@@ -120,7 +120,11 @@ pub unsafe extern "C" fn vic_pull_start(
             }
         };
         let core = crate::pull::start(checked, tx);
-        let pull = Box::new(vic_pull { core, shared, delivery: Some(delivery) });
+        let pull = Box::new(vic_pull {
+            core,
+            shared,
+            delivery: Some(delivery),
+        });
         // SAFETY: checked non-NULL above.
         unsafe { *out = Box::into_raw(pull) };
         vic_result::Ok
@@ -156,19 +160,34 @@ pub unsafe extern "C" fn vic_pull_poll(
 ) -> vic_result {
     guard(|| {
         // SAFETY: NULL or live per the caller contract.
-        let Some(pull) = (unsafe { pull.as_ref() }) else { return text::invalid("pull is NULL") };
+        let Some(pull) = (unsafe { pull.as_ref() }) else {
+            return text::invalid("pull is NULL");
+        };
         if out.is_null() {
             return text::invalid("out is NULL");
         }
-        let wait = if pull.shared.on_delivery_thread() { 0 } else { timeout_ms };
+        let wait = if pull.shared.on_delivery_thread() {
+            0
+        } else {
+            timeout_ms
+        };
         let deadline = Instant::now() + Duration::from_millis(wait as u64);
-        let mut t = pull.shared.terminal.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = pull
+            .shared
+            .terminal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         while !t.finished {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
-            t = pull.shared.finished.wait_timeout(t, left).unwrap_or_else(|p| p.into_inner()).0;
+            t = pull
+                .shared
+                .finished
+                .wait_timeout(t, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
         let (state, result) = match (&t.outcome, t.finished) {
             (Some(o), true) => (state_of(o), o.result),
@@ -258,8 +277,14 @@ pub unsafe extern "C" fn vic_pull_result_json(
 ) -> vic_result {
     guard(|| {
         // SAFETY: NULL or live per the caller contract.
-        let Some(pull) = (unsafe { pull.as_ref() }) else { return text::invalid("pull is NULL") };
-        let t = pull.shared.terminal.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(pull) = (unsafe { pull.as_ref() }) else {
+            return text::invalid("pull is NULL");
+        };
+        let t = pull
+            .shared
+            .terminal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         match &t.outcome {
             None => vic_result::Pending,
             Some(Outcome { json: Some(j), .. }) => {
@@ -290,9 +315,19 @@ pub unsafe extern "C" fn vic_pull_error_message(
 ) -> vic_result {
     guard(|| {
         // SAFETY: NULL or live per the caller contract.
-        let Some(pull) = (unsafe { pull.as_ref() }) else { return text::invalid("pull is NULL") };
-        let t = pull.shared.terminal.lock().unwrap_or_else(|p| p.into_inner());
-        let msg = t.outcome.as_ref().map(|o| o.message.clone()).unwrap_or_default();
+        let Some(pull) = (unsafe { pull.as_ref() }) else {
+            return text::invalid("pull is NULL");
+        };
+        let t = pull
+            .shared
+            .terminal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let msg = t
+            .outcome
+            .as_ref()
+            .map(|o| o.message.clone())
+            .unwrap_or_default();
         drop(t);
         // SAFETY: forwarded caller contract.
         unsafe { copy_out(&msg, buf, len, out_n) }

@@ -91,8 +91,20 @@ impl vic_result {
     fn from_u32(v: u32) -> Option<vic_result> {
         use vic_result::*;
         const ALL: [vic_result; 15] = [
-            Ok, Pending, InvalidArgument, BadReference, Auth, NotFound, Network, Registry,
-            DigestMismatch, Unsupported, StoreIo, Cancelled, Internal, RateLimited,
+            Ok,
+            Pending,
+            InvalidArgument,
+            BadReference,
+            Auth,
+            NotFound,
+            Network,
+            Registry,
+            DigestMismatch,
+            Unsupported,
+            StoreIo,
+            Cancelled,
+            Internal,
+            RateLimited,
             BufferTooSmall,
         ];
         ALL.into_iter().find(|r| *r as u32 == v)

@@ -37,7 +37,8 @@ pub unsafe fn c_str<'a>(p: *const c_char, what: &str) -> Result<&'a str, vic_res
     }
     // SAFETY: non-NULL and NUL-terminated per the caller's contract.
     let s = unsafe { CStr::from_ptr(p) };
-    s.to_str().map_err(|e| invalid(&format!("{what} is not valid UTF-8: {e}")))
+    s.to_str()
+        .map_err(|e| invalid(&format!("{what} is not valid UTF-8: {e}")))
 }
 
 /// Copy `text` plus a NUL into `buf` of `len` bytes; `*out_n` gets the text

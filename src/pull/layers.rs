@@ -10,10 +10,11 @@ use crate::progress::{Event, EventSender, Kind, Progress};
 use crate::registry::Client;
 use crate::store::Store;
 use crate::transfer::{self, Blob, Manager, State, Watcher};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::task::JoinSet;
+use std::sync::Mutex;
 
 struct Position {
     digest: Digest,
@@ -52,9 +53,19 @@ impl Plan {
             if !positions.iter().any(|p: &Position| p.digest == digest) {
                 unique.push(i);
             }
-            positions.push(Position { digest, size: d.size, media_type: d.media_type.clone(), encoding });
+            positions.push(Position {
+                digest,
+                size: d.size,
+                media_type: d.media_type.clone(),
+                encoding,
+            });
         }
-        Ok(Plan { positions, unique, verify_diff_ids: o.verify_diff_ids, max_attempts: o.max_attempts })
+        Ok(Plan {
+            positions,
+            unique,
+            verify_diff_ids: o.verify_diff_ids,
+            max_attempts: o.max_attempts,
+        })
     }
 
     /// Get every layer into the store, reporting progress per layer.
@@ -64,9 +75,12 @@ impl Plan {
         client: &Arc<Client>,
         events: &EventSender,
         counters: &Arc<Counters>,
+        settle: &Mutex<Vec<transfer::Settle>>,
     ) -> Result<HashMap<Digest, Done>> {
         let store = manager.store();
-        counters.layers_total.store(self.unique.len() as u32, Ordering::Relaxed);
+        counters
+            .layers_total
+            .store(self.unique.len() as u32, Ordering::Relaxed);
         let total: u64 = self.unique.iter().map(|&i| self.positions[i].size).sum();
         counters.bytes_total.store(total, Ordering::Relaxed);
 
@@ -76,9 +90,18 @@ impl Plan {
             let p = &self.positions[i];
             match self.existing(store, p).await? {
                 Some(blob) => {
-                    emit(events, Progress::layer(&p.digest.to_string(), Kind::AlreadyExists, 0, 0));
+                    emit(
+                        events,
+                        Progress::layer(&p.digest.to_string(), Kind::AlreadyExists, 0, 0),
+                    );
                     counters.bytes_done.fetch_add(p.size, Ordering::Relaxed);
-                    done.insert(p.digest.clone(), Done { blob, downloaded: 0 });
+                    done.insert(
+                        p.digest.clone(),
+                        Done {
+                            blob,
+                            downloaded: 0,
+                        },
+                    );
                 }
                 None => {
                     let d = p.digest.to_string();
@@ -88,7 +111,9 @@ impl Plan {
             }
         }
 
-        let mut running = JoinSet::new();
+        // Driven inside this task (not spawned), so dropping the pull drops
+        // its watchers at once.
+        let mut running = FuturesUnordered::new();
         for &i in &pending {
             let p = &self.positions[i];
             let watcher = manager.watch(transfer::Request {
@@ -99,7 +124,12 @@ impl Plan {
                 source: client.clone(),
                 max_attempts: self.max_attempts,
             });
-            running.spawn(forward(watcher, p.digest.clone(), events.clone(), counters.clone()));
+            settle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(watcher.settle_handle());
+            let (d, events, counters) = (p.digest.clone(), events.clone(), counters.clone());
+            running.push(forward(watcher, d, p.size, events, counters));
         }
 
         // "Pull complete" goes out in layer order, parent before child.
@@ -117,10 +147,7 @@ impl Plan {
             }
         };
         commit_ready(&done);
-        while let Some(joined) = running.join_next().await {
-            let (digest, outcome) = joined.map_err(|e| {
-                Error::new(ErrorKind::Internal, format!("layer task failed: {e}"))
-            })?;
+        while let Some((digest, outcome)) = running.next().await {
             done.insert(digest, outcome?);
             commit_ready(&done);
         }
@@ -156,11 +183,13 @@ impl Plan {
 async fn forward(
     mut watcher: Watcher,
     digest: Digest,
+    size: u64,
     events: EventSender,
     counters: Arc<Counters>,
 ) -> (Digest, Result<Done>) {
     let id = digest.to_string();
     let mut counted = 0u64;
+    let mut shown = 0u64;
     let mut last_kind = None;
     let mut say = |kind: Kind, current: u64, total: u64, message: Option<String>| {
         if kind != Kind::Downloading && last_kind == Some(kind) {
@@ -180,21 +209,43 @@ async fn forward(
             State::Downloading { current, total } => {
                 // A restart makes current go back; the counter follows.
                 if current >= counted {
-                    counters.bytes_done.fetch_add(current - counted, Ordering::Relaxed);
+                    counters
+                        .bytes_done
+                        .fetch_add(current - counted, Ordering::Relaxed);
                 } else {
-                    counters.bytes_done.fetch_sub(counted - current, Ordering::Relaxed);
+                    counters
+                        .bytes_done
+                        .fetch_sub(counted - current, Ordering::Relaxed);
                 }
                 counted = current;
+                shown = current;
                 say(Kind::Downloading, current, total, None);
             }
-            State::Retrying { attempt, delay_secs, reason } => {
+            State::Retrying {
+                attempt,
+                delay_secs,
+                reason,
+            } => {
                 let m = format!("Retrying in {delay_secs} seconds (attempt {attempt}): {reason}");
                 say(Kind::Retrying, attempt as u64, 0, Some(m));
             }
-            State::Verifying => say(Kind::VerifyingChecksum, 0, 0, None),
+            State::Verifying => {
+                // The watch channel keeps only the latest state; the final
+                // byte count is reported even if its update was overtaken.
+                if shown < size {
+                    say(Kind::Downloading, size, size, None);
+                    shown = size;
+                }
+                say(Kind::VerifyingChecksum, 0, 0, None)
+            }
             State::Done(Ok(blob)) => {
-                counters.bytes_done.fetch_add(blob.size.saturating_sub(counted), Ordering::Relaxed);
+                counters
+                    .bytes_done
+                    .fetch_add(blob.size.saturating_sub(counted), Ordering::Relaxed);
                 if blob.fetched {
+                    if shown < size {
+                        say(Kind::Downloading, size, size, None);
+                    }
                     say(Kind::VerifyingChecksum, 0, 0, None);
                     say(Kind::DownloadComplete, 0, 0, None);
                 }
@@ -227,7 +278,9 @@ pub fn check_diff_ids(
         let mut diff_id = blob.diff_id.clone();
         if o.verify_diff_ids && diff_id.is_none() {
             // Another pull fetched it without diffIDs: compute them from disk.
-            diff_id = store.verify_existing(&p.digest, p.size, Some(p.encoding))?.flatten();
+            diff_id = store
+                .verify_existing(&p.digest, p.size, Some(p.encoding))?
+                .flatten();
         }
         if o.verify_diff_ids {
             let want = diff_ids.get(i).map(String::as_str).unwrap_or("");
@@ -235,7 +288,10 @@ pub fn check_diff_ids(
             if got != want {
                 return Err(Error::new(
                     ErrorKind::DigestMismatch,
-                    format!("layer {} has diffID {got} but the config says {want}", p.digest),
+                    format!(
+                        "layer {} has diffID {got} but the config says {want}",
+                        p.digest
+                    ),
                 ));
             }
         }

@@ -40,7 +40,10 @@ struct TokenResponse {
 impl Auth {
     pub fn new(credentials: Credentials, repository: &str) -> Auth {
         let current = match &credentials {
-            Credentials::Token(t) => Some(Current { header: format!("Bearer {t}"), expires: None }),
+            Credentials::Token(t) => Some(Current {
+                header: format!("Bearer {t}"),
+                expires: None,
+            }),
             _ => None,
         };
         Auth {
@@ -87,10 +90,16 @@ impl Auth {
                 expires: None,
             },
             (None, Credentials::Basic { .. }) if challenges.is_empty() => {
-                return Err(auth_error(what, "the registry sent 401 without a challenge"));
+                return Err(auth_error(
+                    what,
+                    "the registry sent 401 without a challenge",
+                ));
             }
             (None, Credentials::Anonymous | Credentials::Token(_)) if basic => {
-                return Err(auth_error(what, "the registry wants basic credentials; none given"));
+                return Err(auth_error(
+                    what,
+                    "the registry wants basic credentials; none given",
+                ));
             }
             _ => {
                 let schemes: Vec<&str> = challenges.iter().map(|c| c.scheme.as_str()).collect();
@@ -119,7 +128,10 @@ impl Auth {
         let mut url = reqwest::Url::parse(realm)
             .map_err(|e| auth_error(what, &format!("token realm {realm:?} is not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(auth_error(what, &format!("token realm {realm:?} is not http(s)")));
+            return Err(auth_error(
+                what,
+                &format!("token realm {realm:?} is not http(s)"),
+            ));
         }
         {
             let mut q = url.query_pairs_mut();
@@ -134,13 +146,21 @@ impl Auth {
         }
         let realm_shown = format!("{}{}", url.origin().ascii_serialization(), url.path());
         let resp = req.send().await.map_err(|e| {
-            Error::transient(ErrorKind::Network, format!("token request to {realm_shown}: {e}"))
+            Error::transient(
+                ErrorKind::Network,
+                format!("token request to {realm_shown}: {e}"),
+            )
         })?;
         if !resp.status().is_success() {
             let status = resp.status();
             let headers = resp.headers().clone();
             let body = read_capped(resp, 64 * 1024).await.unwrap_or_default();
-            let mut err = status_error(status, &headers, &body, &format!("token from {realm_shown}"));
+            let mut err = status_error(
+                status,
+                &headers,
+                &body,
+                &format!("token from {realm_shown}"),
+            );
             if matches!(status.as_u16(), 401 | 403) {
                 err.kind = ErrorKind::Auth;
             }
@@ -148,9 +168,15 @@ impl Auth {
         }
         let body = read_capped(resp, MAX_TOKEN_BODY).await?;
         let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
-            auth_error(what, &format!("token response from {realm_shown} is not JSON: {e}"))
+            auth_error(
+                what,
+                &format!("token response from {realm_shown} is not JSON: {e}"),
+            )
         })?;
-        let token = parsed.token.filter(|t| !t.is_empty()).or(parsed.access_token);
+        let token = parsed
+            .token
+            .filter(|t| !t.is_empty())
+            .or(parsed.access_token);
         let token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
             auth_error(
                 what,
@@ -158,7 +184,10 @@ impl Auth {
             )
         })?;
         let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(60)).max(MIN_TOKEN_LIFETIME);
-        log::debug!("auth: token for {what} from {realm_shown}, valid {}s", lifetime.as_secs());
+        log::debug!(
+            "auth: token for {what} from {realm_shown}, valid {}s",
+            lifetime.as_secs()
+        );
         Ok(Current {
             header: format!("Bearer {token}"),
             expires: Some(Instant::now() + lifetime),
@@ -167,7 +196,10 @@ impl Auth {
 }
 
 fn auth_error(what: &str, why: &str) -> Error {
-    Error::new(ErrorKind::Auth, format!("authentication for {what} failed: {why}"))
+    Error::new(
+        ErrorKind::Auth,
+        format!("authentication for {what} failed: {why}"),
+    )
 }
 
 fn basic_header(user: &str, pass: &str) -> String {
@@ -178,7 +210,11 @@ fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         for k in 0..4 {
             if k <= chunk.len() {

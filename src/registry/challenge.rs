@@ -11,7 +11,10 @@ pub struct Challenge {
 
 impl Challenge {
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -47,7 +50,10 @@ pub fn parse(header: &str) -> Vec<Challenge> {
         let j = skip_ws(i);
         let is_param = j < s.len() && s[j] == b'=' && !out.is_empty();
         if !is_param {
-            out.push(Challenge { scheme: word, params: Vec::new() });
+            out.push(Challenge {
+                scheme: word,
+                params: Vec::new(),
+            });
             i = j;
             continue;
         }
@@ -96,7 +102,9 @@ mod tests {
 
     #[test]
     fn s02_scope_with_comma_survives() {
-        let c = parse(r#"Bearer realm="A/token",service="reg.test",scope="repository:fx/app:pull,push""#);
+        let c = parse(
+            r#"Bearer realm="A/token",service="reg.test",scope="repository:fx/app:pull,push""#,
+        );
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].param("scope"), Some("repository:fx/app:pull,push"));
         assert_eq!(c[0].param("realm"), Some("A/token"));
@@ -116,7 +124,10 @@ mod tests {
     fn s02_several_challenges_and_escapes() {
         let c = parse(r#"Basic realm="reg.test", Bearer realm="A/token",service="s",scope="x""#);
         assert_eq!(c.len(), 2);
-        assert_eq!((c[0].scheme.as_str(), c[1].scheme.as_str()), ("basic", "bearer"));
+        assert_eq!(
+            (c[0].scheme.as_str(), c[1].scheme.as_str()),
+            ("basic", "bearer")
+        );
         assert_eq!(c[1].param("scope"), Some("x"));
         let f = parse(
             r#"Bearer realm="A",error="invalid_token",error_description="bad \"x\", y",service="reg.test",scope="repository:fx/app:pull""#,

@@ -27,7 +27,12 @@ pub fn client() -> Result<reqwest::Client> {
                 .map_err(|e| e.to_string())
         })
         .clone()
-        .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot build HTTP client: {e}")))
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("cannot build HTTP client: {e}"),
+            )
+        })
 }
 
 /// Read a body, failing as soon as it passes `cap` bytes.
@@ -49,7 +54,10 @@ pub async fn read_capped(resp: reqwest::Response, cap: usize) -> Result<Vec<u8>>
 }
 
 fn too_big(url: &str, cap: usize) -> Error {
-    Error::new(ErrorKind::Registry, format!("response from {url} is larger than {cap} bytes"))
+    Error::new(
+        ErrorKind::Registry,
+        format!("response from {url} is larger than {cap} bytes"),
+    )
 }
 
 pub fn network(what: &str, e: &reqwest::Error) -> Error {

@@ -68,7 +68,9 @@ impl Client {
             let resp = req.send().await.map_err(|e| http::network(what, &e))?;
             if resp.status() == StatusCode::UNAUTHORIZED && !renewed {
                 renewed = true;
-                self.auth.on_unauthorized(&self.http, resp.headers(), sent.as_deref(), what).await?;
+                self.auth
+                    .on_unauthorized(&self.http, resp.headers(), sent.as_deref(), what)
+                    .await?;
                 continue;
             }
             return Ok(resp);
@@ -86,22 +88,35 @@ impl Client {
     pub async fn manifest(&self, reference: &str) -> Result<Fetched> {
         let what = format!("manifest {}:{reference}", self.repository);
         let resp = self
-            .get(&format!("manifests/{reference}"), &[(ACCEPT_H.as_str(), ACCEPT.into())], &what)
+            .get(
+                &format!("manifests/{reference}"),
+                &[(ACCEPT_H.as_str(), ACCEPT.into())],
+                &what,
+            )
             .await?;
         if !resp.status().is_success() {
             return Err(Self::fail(resp, &what).await);
         }
-        let content_type =
-            resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let bytes = http::read_capped(resp, MAX_MANIFEST_BYTES).await?;
-        Ok(Fetched { bytes, content_type })
+        Ok(Fetched {
+            bytes,
+            content_type,
+        })
     }
 
     /// GET a small blob (a config) whole, verified against its digest.
     pub async fn small_blob(&self, digest: &Digest, size: u64) -> Result<Vec<u8>> {
         let what = format!("blob {digest}");
         if size > MAX_MANIFEST_BYTES as u64 {
-            return Err(Error::new(ErrorKind::Registry, format!("{what} is too large ({size})")));
+            return Err(Error::new(
+                ErrorKind::Registry,
+                format!("{what} is too large ({size})"),
+            ));
         }
         let resp = self.get(&format!("blobs/{digest}"), &[], &what).await?;
         if !resp.status().is_success() {
@@ -124,7 +139,9 @@ impl Client {
         let what = format!("blob {digest}");
         // No `Range: bytes=0-` on a fresh download: some servers reject it.
         let range = (offset > 0).then(|| (RANGE.as_str(), format!("bytes={offset}-")));
-        let resp = self.get(&format!("blobs/{digest}"), range.as_slice(), &what).await?;
+        let resp = self
+            .get(&format!("blobs/{digest}"), range.as_slice(), &what)
+            .await?;
         let ok = resp.status() == StatusCode::OK || resp.status() == StatusCode::PARTIAL_CONTENT;
         if !ok {
             return Err(Self::fail(resp, &what).await);

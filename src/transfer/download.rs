@@ -56,7 +56,10 @@ async fn fetch(manager: &Manager, t: &Transfer, req: &Request) -> Result<Blob> {
         let outcome = match attempt_once(req, t, &mut temp, &mut hasher).await {
             Ok(()) => {
                 t.state.send_replace(State::Verifying);
-                check(req, std::mem::replace(&mut hasher, BlobHasher::new(encoding)))
+                check(
+                    req,
+                    std::mem::replace(&mut hasher, BlobHasher::new(encoding)),
+                )
             }
             Err(e) => Err(e),
         };
@@ -64,7 +67,13 @@ async fn fetch(manager: &Manager, t: &Transfer, req: &Request) -> Result<Blob> {
             Ok(diff_id) => {
                 let path = store.commit(temp, &req.digest, diff_id.as_ref())?;
                 let digest = req.digest.clone();
-                return Ok(Blob { digest, size: req.size, diff_id, path, fetched: true });
+                return Ok(Blob {
+                    digest,
+                    size: req.size,
+                    diff_id,
+                    path,
+                    fetched: true,
+                });
             }
             Err(e) => e,
         };
@@ -121,9 +130,10 @@ fn check(req: &Request, hasher: BlobHasher) -> Result<Option<crate::digest::Dige
     match v.diff_id {
         None => Ok(None),
         Some(Ok(d)) => Ok(Some(d)),
-        Some(Err(why)) => {
-            Err(Error::new(ErrorKind::Unsupported, format!("layer {}: {why}", req.digest)))
-        }
+        Some(Err(why)) => Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("layer {}: {why}", req.digest),
+        )),
     }
 }
 
@@ -142,46 +152,69 @@ async fn attempt_once(
         if !honoured {
             // A 200 carries the whole blob: start over from its first byte.
             // A 206 for another span cannot be trusted at all.
-            log::info!("blob {}: server did not resume at {offset}; restarting", req.digest);
+            log::info!(
+                "blob {}: server did not resume at {offset}; restarting",
+                req.digest
+            );
             temp.reset()?;
             *hasher = BlobHasher::new_like(hasher);
             if resp.status() != StatusCode::OK {
                 return Err(Error::transient(
                     ErrorKind::Registry,
-                    format!("blob {}: answered a Range request with another span", req.digest),
+                    format!(
+                        "blob {}: answered a Range request with another span",
+                        req.digest
+                    ),
                 ));
             }
         }
     }
     let total = req.size;
-    t.state.send_replace(State::Downloading { current: hasher.size(), total });
+    t.state.send_replace(State::Downloading {
+        current: hasher.size(),
+        total,
+    });
     let mut throttle = Throttle::new();
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| {
             let mut err = crate::registry::http::network(&format!("blob {}", req.digest), &e);
-            err.message.push_str(&format!(" after {} of {total} bytes", hasher.size()));
+            err.message
+                .push_str(&format!(" after {} of {total} bytes", hasher.size()));
             err
         })?;
         if hasher.size() + chunk.len() as u64 > total {
             return Err(Error::new(
                 ErrorKind::DigestMismatch,
-                format!("blob {}: the server sent more than {total} bytes", req.digest),
+                format!(
+                    "blob {}: the server sent more than {total} bytes",
+                    req.digest
+                ),
             ));
         }
         hasher.update(&chunk);
         temp.write_all(&chunk)?;
         if throttle.ready(hasher.size()) {
-            t.state.send_replace(State::Downloading { current: hasher.size(), total });
+            t.state.send_replace(State::Downloading {
+                current: hasher.size(),
+                total,
+            });
         }
     }
     if hasher.size() < total {
         return Err(Error::transient(
             ErrorKind::Network,
-            format!("blob {}: unexpected EOF after {} of {total} bytes", req.digest, hasher.size()),
+            format!(
+                "blob {}: unexpected EOF after {} of {total} bytes",
+                req.digest,
+                hasher.size()
+            ),
         ));
     }
-    t.state.send_replace(State::Downloading { current: total, total });
+    t.state.send_replace(State::Downloading {
+        current: total,
+        total,
+    });
     Ok(())
 }
 

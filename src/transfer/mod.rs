@@ -47,8 +47,15 @@ pub struct Blob {
 #[derive(Clone, Debug)]
 pub enum State {
     Waiting,
-    Downloading { current: u64, total: u64 },
-    Retrying { attempt: u32, delay_secs: u64, reason: String },
+    Downloading {
+        current: u64,
+        total: u64,
+    },
+    Retrying {
+        attempt: u32,
+        delay_secs: u64,
+        reason: String,
+    },
     Verifying,
     Done(std::result::Result<Blob, Error>),
 }
@@ -90,7 +97,11 @@ pub fn for_store(root: &Path, slots: usize) -> Result<Arc<Manager>> {
         .map_err(|e| Error::store(&format!("cannot resolve {}", root.display()), e))?;
     let mut all = MANAGERS.lock().unwrap_or_else(|p| p.into_inner());
     all.retain(|(_, w)| w.strong_count() > 0);
-    if let Some(m) = all.iter().find(|(k, _)| *k == key).and_then(|(_, w)| w.upgrade()) {
+    if let Some(m) = all
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, w)| w.upgrade())
+    {
         // TODO: a later pull's max_concurrent_downloads does not resize a
         // manager that is already running for this store.
         return Ok(m);
@@ -120,7 +131,12 @@ impl Manager {
             if !t.cancel.is_cancelled() {
                 *t.watchers.lock().unwrap_or_else(|p| p.into_inner()) += 1;
                 let rx = t.state.subscribe();
-                return Watcher { manager: self.clone(), transfer: t.clone(), rx, joined: true };
+                return Watcher {
+                    manager: self.clone(),
+                    transfer: t.clone(),
+                    rx,
+                    joined: true,
+                };
             }
         }
         let (tx, rx) = watch::channel(State::Waiting);
@@ -133,7 +149,12 @@ impl Manager {
         table.insert(req.digest.clone(), t.clone());
         drop(table);
         tokio::spawn(download::run(self.clone(), t.clone(), req));
-        Watcher { manager: self.clone(), transfer: t, rx, joined: false }
+        Watcher {
+            manager: self.clone(),
+            transfer: t,
+            rx,
+            joined: false,
+        }
     }
 
     fn release(&self, t: &Arc<Transfer>) {
@@ -172,6 +193,28 @@ pub struct Watcher {
     pub rx: watch::Receiver<State>,
     /// True when the transfer was already in flight for another pull.
     pub joined: bool,
+}
+
+impl Watcher {
+    /// A handle to wait for this transfer to wind down after a cancel.
+    pub fn settle_handle(&self) -> Settle {
+        Settle(self.transfer.clone())
+    }
+}
+
+/// Lets a cancelled pull wait until transfers it alone watched have
+/// stopped and removed their temp files, so nothing of it runs after its
+/// on_done.
+pub struct Settle(Arc<Transfer>);
+
+impl Settle {
+    pub async fn wait(&self) {
+        if !self.0.cancel.is_cancelled() {
+            return; // still wanted by another pull: not ours to wait for
+        }
+        let mut rx = self.0.state.subscribe();
+        let _ = rx.wait_for(|s| matches!(s, State::Done(_))).await;
+    }
 }
 
 impl Drop for Watcher {

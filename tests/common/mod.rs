@@ -1,0 +1,2 @@
+pub mod capi;
+pub mod fixtures;
