@@ -29,6 +29,9 @@ pub struct Error {
     pub transient: bool,
     /// How long the server asked us to wait (Retry-After), if it said.
     pub retry_after: Option<std::time::Duration>,
+    /// The connection stalled (low-speed limit): reconnect before counting
+    /// it as a failed attempt.
+    pub stall: bool,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -40,6 +43,7 @@ impl Error {
             message: message.into(),
             transient: false,
             retry_after: None,
+            stall: false,
         }
     }
 
@@ -49,6 +53,7 @@ impl Error {
             message: message.into(),
             transient: true,
             retry_after: None,
+            stall: false,
         }
     }
 

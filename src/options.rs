@@ -41,6 +41,15 @@ pub struct PullOptions {
     pub max_concurrent_downloads: u32,
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
+    /// Download slots go to higher priorities first (default 0).
+    #[serde(default)]
+    pub priority: i32,
+    /// A transfer slower than this many bytes/s on average over
+    /// `low_speed_time_secs` has stalled: its connection is replaced.
+    #[serde(default = "default_low_speed")]
+    pub low_speed_limit: u64,
+    #[serde(default = "default_low_speed_time")]
+    pub low_speed_time_secs: u64,
     /// Gunzip each layer to check its diffID against the config (default on).
     #[serde(default = "default_true")]
     pub verify_diff_ids: bool,
@@ -55,6 +64,12 @@ fn default_attempts() -> u32 {
 fn default_true() -> bool {
     true
 }
+fn default_low_speed() -> u64 {
+    1024
+}
+fn default_low_speed_time() -> u64 {
+    30
+}
 
 /// Options after validation, ready for the core.
 #[derive(Clone, Debug)]
@@ -67,6 +82,8 @@ pub struct Checked {
     pub max_concurrent_downloads: usize,
     pub max_attempts: u32,
     pub verify_diff_ids: bool,
+    pub priority: i32,
+    pub low_speed: crate::transfer::LowSpeed,
 }
 
 #[derive(Clone, Default)]
@@ -134,6 +151,13 @@ impl PullOptions {
             }
             _ => return Err(Error::invalid("options: username and password go together")),
         };
+        if !(1..=3600).contains(&self.low_speed_time_secs) {
+            return Err(Error::invalid("options: low_speed_time_secs must be 1 to 3600"));
+        }
+        let low_speed = crate::transfer::LowSpeed {
+            bytes_per_sec: self.low_speed_limit,
+            window: std::time::Duration::from_secs(self.low_speed_time_secs),
+        };
         Ok(Checked {
             reference,
             store: self.store,
@@ -143,6 +167,8 @@ impl PullOptions {
             max_concurrent_downloads: self.max_concurrent_downloads as usize,
             max_attempts: self.max_attempts,
             verify_diff_ids: self.verify_diff_ids,
+            priority: self.priority,
+            low_speed,
         })
     }
 }

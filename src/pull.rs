@@ -68,6 +68,8 @@ impl PullHandle {
 /// Start a pull on the library runtime. Events arrive on `events`, and
 /// `Event::Done` is always the last one sent.
 pub fn start(opts: Checked, events: EventSender) -> PullHandle {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    let pull_id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let cancel = CancellationToken::new();
     let counters = Arc::new(Counters::default());
     let handle = PullHandle {
@@ -77,7 +79,7 @@ pub fn start(opts: Checked, events: EventSender) -> PullHandle {
     crate::runtime::get().spawn(async move {
         let settle = Mutex::new(Vec::new());
         let result = tokio::select! {
-            r = run(&opts, &events, &counters, &settle) => r,
+            r = run(pull_id, &opts, &events, &counters, &settle) => r,
             _ = cancel.cancelled() => Err(Error::cancelled()),
         };
         // Transfers only this pull watched were cancelled when run() was
@@ -106,6 +108,7 @@ fn emit(events: &EventSender, p: Progress) {
 const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn run(
+    pull_id: u64,
     o: &Checked,
     events: &EventSender,
     counters: &Arc<Counters>,
@@ -176,7 +179,7 @@ async fn run(
         ));
     }
 
-    let plan = layers::Plan::new(&image.layers, o)?;
+    let plan = layers::Plan::new(&image.layers, o, pull_id)?;
     let done = plan
         .fetch(&manager, &client, events, counters, settle)
         .await?;

@@ -30,6 +30,9 @@ pub struct Plan {
     unique: Vec<usize>,
     verify_diff_ids: bool,
     max_attempts: u32,
+    pull_id: u64,
+    priority: i32,
+    low_speed: transfer::LowSpeed,
 }
 
 /// A layer this pull has in the store now.
@@ -44,7 +47,7 @@ fn emit(events: &EventSender, p: Progress) {
 }
 
 impl Plan {
-    pub fn new(layers: &[Descriptor], o: &Checked) -> Result<Plan> {
+    pub fn new(layers: &[Descriptor], o: &Checked, pull_id: u64) -> Result<Plan> {
         let mut positions = Vec::with_capacity(layers.len());
         let mut unique = Vec::new();
         for (i, d) in layers.iter().enumerate() {
@@ -65,6 +68,9 @@ impl Plan {
             unique,
             verify_diff_ids: o.verify_diff_ids,
             max_attempts: o.max_attempts,
+            pull_id,
+            priority: o.priority,
+            low_speed: o.low_speed,
         })
     }
 
@@ -123,6 +129,9 @@ impl Plan {
                 verify_diff_id: self.verify_diff_ids,
                 source: client.clone(),
                 max_attempts: self.max_attempts,
+                pull_id: self.pull_id,
+                priority: self.priority,
+                low_speed: self.low_speed,
             });
             settle
                 .lock()
@@ -162,6 +171,7 @@ impl Plan {
             diff_id,
             path: store.blob_path(&p.digest),
             fetched: false,
+            stats: transfer::Stats::default(),
         };
         match store.verified(&p.digest, p.size) {
             Some(diff_id) if diff_id.is_some() || !self.verify_diff_ids => {

@@ -1,22 +1,28 @@
-//! The body of one transfer: wait for a slot, stream the blob through the
-//! verifier into a temp file, retry transient failures (resuming with Range
-//! where the server allows it), then commit.
+//! The body of one transfer: take the store's download lock for the digest
+//! (other processes wait, then find the blob), wait for a slot, resume from
+//! a kept partial, stream the blob through the verifier, retry transient
+//! failures with Range from the byte reached, then commit.
 
-use super::{Blob, Manager, Request, State, Transfer};
+use super::{Blob, Manager, Request, State, Stats, Transfer};
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Throttle;
-use crate::store::TempBlob;
+use crate::store::{BlobLock, TempBlob};
 use crate::verify::BlobHasher;
 use futures_util::StreamExt;
 use reqwest::header::CONTENT_RANGE;
 use reqwest::StatusCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Longest Retry-After we honour; a longer one fails the transfer at once.
 const MAX_SERVER_WAIT: Duration = Duration::from_secs(60);
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// How often a process waiting on another's download looks again.
+const LOCK_POLL: Duration = Duration::from_millis(100);
+/// Stalls in a row, with no byte gained between them, that count as one
+/// failed attempt.
+const STALLS_PER_ATTEMPT: u32 = 3;
 
 pub(super) async fn run(manager: Arc<Manager>, t: Arc<Transfer>, req: Request) {
     let result = tokio::select! {
@@ -29,54 +35,98 @@ pub(super) async fn run(manager: Arc<Manager>, t: Arc<Transfer>, req: Request) {
     manager.finish(&t, result);
 }
 
-async fn fetch(manager: &Manager, t: &Transfer, req: &Request) -> Result<Blob> {
+fn present(manager: &Manager, req: &Request) -> Option<Blob> {
     let store = manager.store();
-    let _slot = manager
-        .slots
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| Error::new(ErrorKind::Internal, "download slots closed"))?;
-    // Another transfer (or process) may have finished it while we queued.
-    if let Some(diff_id) = store.verified(&req.digest, req.size) {
-        return Ok(Blob {
-            digest: req.digest.clone(),
-            size: req.size,
-            diff_id,
-            path: store.blob_path(&req.digest),
-            fetched: false,
-        });
+    store.verified(&req.digest, req.size).map(|diff_id| Blob {
+        digest: req.digest.clone(),
+        size: req.size,
+        diff_id,
+        path: store.blob_path(&req.digest),
+        fetched: false,
+        stats: Stats::default(),
+    })
+}
+
+/// Own the digest across processes, or learn that another process
+/// finished it while we waited.
+async fn lock_or_present(manager: &Manager, t: &Transfer, req: &Request) -> Result<LockOr> {
+    loop {
+        if let Some(b) = present(manager, req) {
+            return Ok(LockOr::Present(b));
+        }
+        if let Some(lock) = manager.store().try_lock_blob(&req.digest)? {
+            // It may have landed between our look and the lock.
+            return Ok(match present(manager, req) {
+                Some(b) => LockOr::Present(b),
+                None => LockOr::Lock(lock),
+            });
+        }
+        t.state.send_replace(State::Waiting);
+        tokio::time::sleep(LOCK_POLL).await;
     }
+}
+
+enum LockOr {
+    Lock(BlobLock),
+    Present(Blob),
+}
+
+async fn fetch(manager: &Manager, t: &Transfer, req: &Request) -> Result<Blob> {
+    let lock = match lock_or_present(manager, t, req).await? {
+        LockOr::Present(b) => return Ok(b),
+        LockOr::Lock(l) => l,
+    };
+    let _slot = manager.slots.acquire(req.pull_id, req.priority).await;
+    let store = manager.store();
     let encoding = req.encoding.filter(|_| req.verify_diff_id);
-    let mut temp = store.temp_blob(&req.digest)?;
     let mut hasher = BlobHasher::new(encoding);
+    let mut temp = store.open_partial(&req.digest, &lock)?;
+    // Kept on every way out but success and a proven mismatch, so a cancel,
+    // a crash or exhausted retries leave bytes the next pull resumes from.
+    temp.keep_on_drop(true);
+    let mut stats = Stats { resumed_bytes: temp.len()?, ..Stats::default() };
+    if stats.resumed_bytes > req.size {
+        temp.reset()?;
+        stats.resumed_bytes = 0;
+    } else if stats.resumed_bytes > 0 {
+        log::info!("blob {}: resuming from byte {}", req.digest, stats.resumed_bytes);
+        temp.replay(|b| hasher.update(b))?;
+    }
+
     let mut attempt = 1;
     let mut mismatches = 0;
+    let mut stalls = 0;
+    let mut stalled_at = u64::MAX;
     loop {
-        let outcome = match attempt_once(req, t, &mut temp, &mut hasher).await {
+        let outcome = match attempt_once(req, t, &mut temp, &mut hasher, &mut stats).await {
             Ok(()) => {
                 t.state.send_replace(State::Verifying);
-                check(
-                    req,
-                    std::mem::replace(&mut hasher, BlobHasher::new(encoding)),
-                )
+                check(req, std::mem::replace(&mut hasher, BlobHasher::new(encoding)))
             }
             Err(e) => Err(e),
         };
         let err = match outcome {
             Ok(diff_id) => {
                 let path = store.commit(temp, &req.digest, diff_id.as_ref())?;
+                drop(lock);
                 let digest = req.digest.clone();
-                return Ok(Blob {
-                    digest,
-                    size: req.size,
-                    diff_id,
-                    path,
-                    fetched: true,
-                });
+                let size = req.size;
+                return Ok(Blob { digest, size, diff_id, path, fetched: true, stats });
             }
             Err(e) => e,
         };
+        if err.stall {
+            // Replace the connection at once; only a run of stalls with no
+            // progress between them costs an attempt.
+            stalls = if hasher.size() == stalled_at { stalls + 1 } else { 1 };
+            stalled_at = hasher.size();
+            *stats.retries.entry("stall".into()).or_default() += 1;
+            if stalls < STALLS_PER_ATTEMPT {
+                log::info!("blob {}: {err}; reconnecting", req.digest);
+                continue;
+            }
+            stalls = 0;
+        }
         // A bad digest may come from a resume gone wrong: one full
         // re-download is allowed before it counts as permanent.
         let retry_mismatch = err.kind == ErrorKind::DigestMismatch && mismatches == 0;
@@ -86,6 +136,9 @@ async fn fetch(manager: &Manager, t: &Transfer, req: &Request) -> Result<Blob> {
             hasher = BlobHasher::new(encoding);
         }
         if !(err.transient || retry_mismatch) || attempt >= req.max_attempts {
+            if err.kind == ErrorKind::DigestMismatch || !err.transient {
+                temp.keep_on_drop(false);
+            }
             return Err(err);
         }
         let delay = match err.retry_after {
@@ -94,6 +147,7 @@ async fn fetch(manager: &Manager, t: &Transfer, req: &Request) -> Result<Blob> {
             None => backoff(attempt),
         };
         attempt += 1;
+        *stats.retries.entry(cause(&err).into()).or_default() += 1;
         log::info!("blob {}: {err}; attempt {attempt} in {delay:?}", req.digest);
         t.state.send_replace(State::Retrying {
             attempt,
@@ -101,6 +155,16 @@ async fn fetch(manager: &Manager, t: &Transfer, req: &Request) -> Result<Blob> {
             reason: err.message.clone(),
         });
         tokio::time::sleep(delay).await;
+    }
+}
+
+fn cause(e: &Error) -> &'static str {
+    match e.kind {
+        _ if e.stall => "stall",
+        ErrorKind::RateLimited => "rate_limited",
+        ErrorKind::DigestMismatch => "digest_mismatch",
+        ErrorKind::Network => "network",
+        _ => "server",
     }
 }
 
@@ -130,10 +194,9 @@ fn check(req: &Request, hasher: BlobHasher) -> Result<Option<crate::digest::Dige
     match v.diff_id {
         None => Ok(None),
         Some(Ok(d)) => Ok(Some(d)),
-        Some(Err(why)) => Err(Error::new(
-            ErrorKind::Unsupported,
-            format!("layer {}: {why}", req.digest),
-        )),
+        Some(Err(why)) => {
+            Err(Error::new(ErrorKind::Unsupported, format!("layer {}: {why}", req.digest)))
+        }
     }
 }
 
@@ -143,7 +206,11 @@ async fn attempt_once(
     t: &Transfer,
     temp: &mut TempBlob,
     hasher: &mut BlobHasher,
+    stats: &mut Stats,
 ) -> Result<()> {
+    if hasher.size() == req.size {
+        return Ok(()); // a kept partial that was already complete
+    }
     let offset = hasher.size();
     let resp = req.source.open_blob(&req.digest, offset).await?;
     if offset > 0 {
@@ -152,70 +219,99 @@ async fn attempt_once(
         if !honoured {
             // A 200 carries the whole blob: start over from its first byte.
             // A 206 for another span cannot be trusted at all.
-            log::info!(
-                "blob {}: server did not resume at {offset}; restarting",
-                req.digest
-            );
+            log::info!("blob {}: server did not resume at {offset}; restarting", req.digest);
             temp.reset()?;
             *hasher = BlobHasher::new_like(hasher);
             if resp.status() != StatusCode::OK {
                 return Err(Error::transient(
                     ErrorKind::Registry,
-                    format!(
-                        "blob {}: answered a Range request with another span",
-                        req.digest
-                    ),
+                    format!("blob {}: answered a Range request with another span", req.digest),
                 ));
             }
         }
     }
     let total = req.size;
-    t.state.send_replace(State::Downloading {
-        current: hasher.size(),
-        total,
-    });
+    t.state.send_replace(State::Downloading { current: hasher.size(), total });
     let mut throttle = Throttle::new();
     let mut body = resp.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| {
-            let mut err = crate::registry::http::network(&format!("blob {}", req.digest), &e);
-            err.message
-                .push_str(&format!(" after {} of {total} bytes", hasher.size()));
-            err
-        })?;
-        if hasher.size() + chunk.len() as u64 > total {
-            return Err(Error::new(
-                ErrorKind::DigestMismatch,
-                format!(
-                    "blob {}: the server sent more than {total} bytes",
-                    req.digest
-                ),
-            ));
+    let mut window = Window::new(req.low_speed, hasher.size());
+    loop {
+        let chunk = match tokio::time::timeout(window.left(), body.next()).await {
+            Err(_) => None,
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                let mut err = crate::registry::http::network(&format!("blob {}", req.digest), &e);
+                err.message.push_str(&format!(" after {} of {total} bytes", hasher.size()));
+                return Err(err);
+            }
+            Ok(Some(Ok(chunk))) => Some(chunk),
+        };
+        if let Some(chunk) = chunk {
+            if hasher.size() + chunk.len() as u64 > total {
+                return Err(Error::new(
+                    ErrorKind::DigestMismatch,
+                    format!("blob {}: the server sent more than {total} bytes", req.digest),
+                ));
+            }
+            stats.fetched_bytes += chunk.len() as u64;
+            hasher.update(&chunk);
+            temp.write_all(&chunk)?;
+            if throttle.ready(hasher.size()) {
+                t.state.send_replace(State::Downloading { current: hasher.size(), total });
+            }
         }
-        hasher.update(&chunk);
-        temp.write_all(&chunk)?;
-        if throttle.ready(hasher.size()) {
-            t.state.send_replace(State::Downloading {
-                current: hasher.size(),
-                total,
-            });
+        if window.over() {
+            if window.stalled(hasher.size()) {
+                let mut e = Error::transient(
+                    ErrorKind::Network,
+                    format!(
+                        "blob {}: stalled below {} bytes/s for {:?} after {} of {total} bytes",
+                        req.digest,
+                        req.low_speed.bytes_per_sec,
+                        req.low_speed.window,
+                        hasher.size()
+                    ),
+                );
+                e.stall = true;
+                return Err(e);
+            }
+            window = Window::new(req.low_speed, hasher.size());
         }
     }
     if hasher.size() < total {
         return Err(Error::transient(
             ErrorKind::Network,
-            format!(
-                "blob {}: unexpected EOF after {} of {total} bytes",
-                req.digest,
-                hasher.size()
-            ),
+            format!("blob {}: unexpected EOF after {} of {total} bytes", req.digest, hasher.size()),
         ));
     }
-    t.state.send_replace(State::Downloading {
-        current: total,
-        total,
-    });
+    t.state.send_replace(State::Downloading { current: total, total });
     Ok(())
+}
+
+/// One low-speed measuring window.
+struct Window {
+    limit: super::LowSpeed,
+    ends: Instant,
+    start_bytes: u64,
+}
+
+impl Window {
+    fn new(limit: super::LowSpeed, bytes: u64) -> Window {
+        Window { limit, ends: Instant::now() + limit.window, start_bytes: bytes }
+    }
+
+    fn left(&self) -> Duration {
+        self.ends.saturating_duration_since(Instant::now())
+    }
+
+    fn over(&self) -> bool {
+        Instant::now() >= self.ends
+    }
+
+    fn stalled(&self, bytes: u64) -> bool {
+        let want = self.limit.bytes_per_sec as f64 * self.limit.window.as_secs_f64();
+        ((bytes - self.start_bytes) as f64) < want
+    }
 }
 
 fn content_range_start(resp: &reqwest::Response) -> Option<u64> {

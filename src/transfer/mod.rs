@@ -20,6 +20,9 @@
 //! - Callbacks never run here: pulls turn states into their own events.
 
 mod download;
+mod slots;
+
+pub use slots::Slots;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -29,7 +32,8 @@ use crate::store::Store;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
-use tokio::sync::{watch, Semaphore};
+use std::time::Duration;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// A verified blob now in the store.
@@ -42,6 +46,28 @@ pub struct Blob {
     pub path: PathBuf,
     /// False when the blob turned out to be in the store already.
     pub fetched: bool,
+    pub stats: Stats,
+}
+
+/// What one transfer cost, for a pull's accounting.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Body bytes received from registries (restarts count again).
+    pub fetched_bytes: u64,
+    /// Bytes a kept partial already held when this transfer started.
+    pub resumed_bytes: u64,
+    /// Retries by cause: "network", "server", "rate_limited",
+    /// "digest_mismatch", "stall".
+    pub retries: std::collections::BTreeMap<String, u32>,
+}
+
+/// curl-style low-speed limit: fewer than `bytes_per_sec` on average over
+/// `window` means the connection stalled; it is replaced and the download
+/// resumes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LowSpeed {
+    pub bytes_per_sec: u64,
+    pub window: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -70,6 +96,10 @@ pub struct Request {
     pub verify_diff_id: bool,
     pub source: Arc<Client>,
     pub max_attempts: u32,
+    /// The pull that asked first: decides its place in the slot queue.
+    pub pull_id: u64,
+    pub priority: i32,
+    pub low_speed: LowSpeed,
 }
 
 struct Transfer {
@@ -83,16 +113,25 @@ struct Transfer {
 
 pub struct Manager {
     store: Arc<Store>,
-    /// Download slots, handed out in FIFO order.
-    slots: Arc<Semaphore>,
+    /// Download slots: by priority, round-robin between pulls, then FIFO.
+    slots: Arc<Slots>,
     inflight: Mutex<HashMap<Digest, Arc<Transfer>>>,
 }
 
 static MANAGERS: Mutex<Vec<(PathBuf, Weak<Manager>)>> = Mutex::new(Vec::new());
 
+/// Partials older than this are removed when a store is opened.
+pub const PARTIAL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Beyond this many bytes of partials, the oldest are removed.
+pub const PARTIAL_MAX_BYTES: u64 = 8 << 30;
+
 /// The manager shared by every pull into `root` in this process.
 pub fn for_store(root: &Path, slots: usize) -> Result<Arc<Manager>> {
     let store = Store::open(root)?;
+    // Leftovers of killed processes; partials stay for resuming.
+    if let Err(e) = store.purge_partials(PARTIAL_MAX_AGE, PARTIAL_MAX_BYTES) {
+        log::warn!("store {}: cannot tidy the ingest area: {e}", root.display());
+    }
     let key = std::fs::canonicalize(root)
         .map_err(|e| Error::store(&format!("cannot resolve {}", root.display()), e))?;
     let mut all = MANAGERS.lock().unwrap_or_else(|p| p.into_inner());
@@ -108,7 +147,7 @@ pub fn for_store(root: &Path, slots: usize) -> Result<Arc<Manager>> {
     }
     let m = Arc::new(Manager {
         store: Arc::new(store),
-        slots: Arc::new(Semaphore::new(slots)),
+        slots: Slots::new(slots),
         inflight: Mutex::new(HashMap::new()),
     });
     all.push((key, Arc::downgrade(&m)));

@@ -10,6 +10,10 @@ use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::LayerEncoding;
 use crate::verify::BlobHasher;
+mod ingest;
+
+pub use ingest::{BlobLock, PurgeReport, TempBlob};
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -26,7 +30,7 @@ pub struct Store {
 
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
-fn io(context: impl AsRef<str>) -> impl FnOnce(std::io::Error) -> Error {
+pub(crate) fn io(context: impl AsRef<str>) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::store(context.as_ref(), e)
 }
 
@@ -61,7 +65,7 @@ impl Store {
         self.root.join("blobs").join("sha256")
     }
 
-    fn ingest_dir(&self) -> PathBuf {
+    pub(crate) fn ingest_dir(&self) -> PathBuf {
         self.root.join(".vicpull").join("ingest")
     }
 
@@ -141,40 +145,23 @@ impl Store {
         self.write_atomic(&self.verified_dir().join(digest.hex()), text.as_bytes())
     }
 
-    /// A fresh temp file in the ingest area; removed on drop unless committed.
+    /// A fresh temp file in the ingest area, named after this process so a
+    /// later run can tell it is stale; removed on drop unless committed.
     pub fn temp_blob(&self, digest: &Digest) -> Result<TempBlob> {
         let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
-        let path = self.ingest_dir().join(format!(
-            "{}.{}.{seq}.partial",
-            digest.hex(),
-            std::process::id()
-        ));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io(format!("cannot create {}", path.display())))?;
-        Ok(TempBlob {
-            path,
-            file: Some(file),
-        })
+        let name = format!("{}.{}.{seq}.tmp", digest.hex(), std::process::id());
+        TempBlob::create(self.ingest_dir().join(name))
     }
 
     /// Make a verified temp blob visible: fsync, rename, fsync the directory.
     pub fn commit(
         &self,
-        mut temp: TempBlob,
+        temp: TempBlob,
         digest: &Digest,
         diff_id: Option<&Digest>,
     ) -> Result<PathBuf> {
-        let file = temp.file.take().expect("temp blob committed twice");
-        file.sync_all().map_err(io("cannot fsync a blob"))?;
-        drop(file);
         let dest = self.blob_path(digest);
-        fs::rename(&temp.path, &dest)
-            .map_err(io(format!("cannot rename into {}", dest.display())))?;
-        temp.path = PathBuf::new();
+        temp.persist(&dest)?;
         sync_dir(&self.blobs_dir())?;
         self.mark_verified(digest, diff_id)?;
         Ok(dest)
@@ -276,43 +263,10 @@ fn entries(index: &serde_json::Value) -> Vec<serde_json::Value> {
     index["manifests"].as_array().cloned().unwrap_or_default()
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io(format!("cannot fsync {}", dir.display())))
-}
-
-/// Bytes on their way into the store. Dropping it removes the file, so a
-/// failed or cancelled download leaves nothing behind.
-pub struct TempBlob {
-    path: PathBuf,
-    file: Option<File>,
-}
-
-impl TempBlob {
-    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
-        let f = self.file.as_mut().expect("temp blob already committed");
-        f.write_all(bytes)
-            .map_err(io("cannot write to the ingest area"))
-    }
-
-    /// Drop everything written so far (a restart from byte 0).
-    pub fn reset(&mut self) -> Result<()> {
-        use std::io::Seek;
-        let f = self.file.as_mut().expect("temp blob already committed");
-        f.set_len(0).map_err(io("cannot truncate a temp blob"))?;
-        f.seek(std::io::SeekFrom::Start(0))
-            .map_err(io("cannot seek a temp blob"))
-            .map(|_| ())
-    }
-}
-
-impl Drop for TempBlob {
-    fn drop(&mut self) {
-        if !self.path.as_os_str().is_empty() {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,3 @@
+module vicpull.dev/vicpull
+
+go 1.22
