@@ -16,6 +16,8 @@ pub enum ErrorKind {
     StoreIo,
     Cancelled,
     RateLimited,
+    /// The host's commit hook refused a layer.
+    HostRejected,
     Internal,
 }
 

@@ -4,7 +4,9 @@
 use crate::error::{Error, Result};
 use crate::platform::Platform;
 use crate::reference::Reference;
+use crate::registry::settings::{DockerConfigOption, HostOptions};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// `plain_http`: `true` for every registry, or a list of `host[:port]`.
@@ -53,6 +55,32 @@ pub struct PullOptions {
     /// Gunzip each layer to check its diffID against the config (default on).
     #[serde(default = "default_true")]
     pub verify_diff_ids: bool,
+    /// Windows host build (`10.0.20348.1234`) to match index entries against.
+    #[serde(default)]
+    pub os_version: Option<String>,
+    /// Per registry (`host[:port]`, `docker.io`): mirrors and TLS.
+    #[serde(default)]
+    pub registries: BTreeMap<String, HostOptions>,
+    /// Extra PEM CA roots trusted for every registry.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// A certs.d-style directory: `<dir>/<host:port>/{*.crt,*.cert,*.key}`.
+    #[serde(default)]
+    pub certs_dir: Option<PathBuf>,
+    /// A Docker config.json path, or false; default `$DOCKER_CONFIG` or
+    /// `~/.docker/config.json`.
+    #[serde(default)]
+    pub docker_config: DockerConfigOption,
+    /// Searched for `docker-credential-*` helpers before PATH.
+    #[serde(default)]
+    pub credential_helpers_dir: Option<PathBuf>,
+    /// Longest Retry-After waited out (default 60); longer fails at once.
+    #[serde(default = "default_max_wait")]
+    pub max_retry_wait_secs: u64,
+}
+
+fn default_max_wait() -> u64 {
+    crate::registry::settings::DEFAULT_MAX_RETRY_WAIT.as_secs()
 }
 
 fn default_concurrency() -> u32 {
@@ -84,6 +112,10 @@ pub struct Checked {
     pub verify_diff_ids: bool,
     pub priority: i32,
     pub low_speed: crate::transfer::LowSpeed,
+    /// Set by the caller (not JSON): offer each layer to a host hook.
+    pub commit_hook: bool,
+    /// Mirrors, TLS, Docker credentials, rate-limit patience.
+    pub registry_settings: crate::registry::Settings,
 }
 
 #[derive(Clone, Default)]
@@ -128,10 +160,19 @@ impl PullOptions {
         if self.store.as_os_str().is_empty() {
             return Err(Error::invalid("options: store must name a directory"));
         }
-        let platform = match &self.platform {
+        let mut platform = match &self.platform {
             Some(p) => Platform::parse(p)?,
             None => Platform::host(),
         };
+        platform.os_version = self.os_version.clone();
+        let registry_settings = crate::registry::Settings::new(
+            self.registries,
+            self.ca_file,
+            self.certs_dir,
+            self.docker_config,
+            self.credential_helpers_dir,
+            self.max_retry_wait_secs,
+        )?;
         if !(1..=64).contains(&self.max_concurrent_downloads) {
             return Err(Error::invalid(
                 "options: max_concurrent_downloads must be 1 to 64",
@@ -169,6 +210,8 @@ impl PullOptions {
             verify_diff_ids: self.verify_diff_ids,
             priority: self.priority,
             low_speed,
+            commit_hook: false,
+            registry_settings,
         })
     }
 }

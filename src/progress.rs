@@ -78,10 +78,25 @@ impl Progress {
     }
 }
 
+/// A verified layer offered to the host before it counts as committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerCommit {
+    /// Position in the manifest (a digest listed twice is offered twice).
+    pub index: u32,
+    pub digest: String,
+    pub diff_id: Option<String>,
+    pub media_type: String,
+    pub size: u64,
+    /// The blob's file in the store.
+    pub path: String,
+}
+
 /// What a pull tells its host, in order; `Done` is always last.
 #[derive(Debug)]
 pub enum Event {
     Progress(Progress),
+    /// Ask the host's commit hook; it answers Ok or the host's message.
+    Commit(LayerCommit, tokio::sync::oneshot::Sender<Result<(), String>>),
     Done(Result<PullResult, Error>),
 }
 

@@ -2,7 +2,8 @@
 //! config, download layers through the transfer manager, commit in order,
 //! and name the image in the store's index.json.
 
-mod layers;
+mod commit;
+pub mod layers;
 
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
@@ -48,8 +49,9 @@ pub struct PullResult {
     pub platform: Option<String>,
     pub store: String,
     pub layers: Vec<LayerResult>,
-    /// Bytes fetched from the registry for layers this pull waited on.
-    pub bytes_downloaded: u64,
+    /// Where the layer bytes came from, and retries by cause.
+    #[serde(flatten)]
+    pub account: layers::Account,
     pub up_to_date: bool,
 }
 
@@ -127,15 +129,9 @@ async fn run(
 
     let manager = transfer::for_store(&o.store, o.max_concurrent_downloads)?;
     let store = manager.store().clone();
-    let plain = o.uses_plain_http(&r.registry);
-    let client = Arc::new(Client::new(
-        &r.registry,
-        &r.repository,
-        plain,
-        o.credentials.clone(),
-    )?);
+    let client = Arc::new(Client::new(&r.registry, &r.repository, o)?);
 
-    let top = client.manifest(&r.manifest_ref()).await?;
+    let top = client.manifest(&r.manifest_ref(), r.digest.as_ref()).await?;
     let top_digest = Digest::of(&top.bytes);
     if let Some(want) = &r.digest {
         if *want != top_digest {
@@ -180,10 +176,9 @@ async fn run(
     }
 
     let plan = layers::Plan::new(&image.layers, o, pull_id)?;
-    let done = plan
-        .fetch(&manager, &client, events, counters, settle)
+    let (layers, account) = plan
+        .fetch(&manager, &client, events, counters, settle, &diff_ids, o.commit_hook)
         .await?;
-    let layers = layers::check_diff_ids(&plan, &done, &diff_ids, o, &store)?;
 
     // The image becomes visible only now that every layer verified.
     // The registry's manifest is kept too; the layout names the OCI form.
@@ -203,8 +198,8 @@ async fn run(
         .len();
     store.set_ref(&shown, stored_type, &stored_digest, stored_size)?;
 
-    let downloaded = done.values().map(|d| d.downloaded).sum::<u64>();
-    let up_to_date = previous.as_deref() == Some(&stored_digest.to_string()) && downloaded == 0;
+    let fetched = account.bytes_downloaded + account.bytes_shared + account.bytes_resumed;
+    let up_to_date = previous.as_deref() == Some(&stored_digest.to_string()) && fetched == 0;
     emit(
         events,
         Progress::image(Kind::Digest, format!("Digest: {top_digest}")),
@@ -228,7 +223,7 @@ async fn run(
             .display()
             .to_string(),
         layers,
-        bytes_downloaded: downloaded,
+        account,
         up_to_date,
     })
 }
@@ -241,7 +236,7 @@ async fn fetch_child(
     what: &str,
 ) -> Result<(manifest::ImageManifest, Vec<u8>)> {
     let want = d.parsed_digest()?;
-    let child = client.manifest(&want.to_string()).await?;
+    let child = client.manifest(&want.to_string(), Some(&want)).await?;
     let got = Digest::of(&child.bytes);
     if got != want || child.bytes.len() as u64 != d.size {
         return Err(Error::new(

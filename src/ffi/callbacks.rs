@@ -4,7 +4,7 @@
 //! runs after it, exactly once; only then does the pull read as finished.
 
 use super::result::vic_result;
-use crate::progress::{Event, EventReceiver, Kind};
+use crate::progress::{Event, EventReceiver, Kind, LayerCommit};
 use std::ffi::{c_char, c_void, CString};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -44,6 +44,38 @@ pub type vic_done_callback =
 #[allow(non_camel_case_types)]
 pub type vic_finalizer = Option<unsafe extern "C" fn(user_data: *mut c_void)>;
 
+/// A verified layer offered to the host's commit hook. Pointers are valid
+/// only during the call.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+pub struct vic_layer_commit {
+    /// Position in the manifest; a digest listed twice is offered twice.
+    pub index: u32,
+    pub digest: *const c_char,
+    /// "sha256:..." of the uncompressed tar, or NULL when diffID checking
+    /// is off.
+    pub diff_id: *const c_char,
+    pub media_type: *const c_char,
+    pub size: u64,
+    /// The verified blob's file in the store (read it, do not move it).
+    pub path: *const c_char,
+}
+
+/// Called for each layer in manifest order, parent before child, after the
+/// layer verified and before it is reported "Pull complete"; on the pull's
+/// callback thread, serialised with its other callbacks. Return 0 to accept;
+/// anything else fails the pull with VIC_RESULT_HOST_REJECTED and the text
+/// the hook wrote into `err_buf` (`err_len` bytes, NUL-terminate it).
+#[allow(non_camel_case_types)]
+pub type vic_commit_callback = Option<
+    unsafe extern "C" fn(
+        user_data: *mut c_void,
+        layer: *const vic_layer_commit,
+        err_buf: *mut c_char,
+        err_len: usize,
+    ) -> i32,
+>;
+
 /// Host callbacks for one pull. Every member may be NULL.
 #[allow(non_camel_case_types)]
 #[repr(C)]
@@ -53,9 +85,18 @@ pub struct vic_callbacks {
     pub on_progress: vic_progress_callback,
     pub on_done: vic_done_callback,
     pub finalizer: vic_finalizer,
+    /// Optional: lets the host take each verified layer in order (e.g. into
+    /// its own disk images) and veto the pull.
+    pub on_commit: vic_commit_callback,
 }
 
 pub(crate) struct Host(vic_callbacks);
+
+impl Host {
+    pub fn has_commit_hook(&self) -> bool {
+        self.0.on_commit.is_some()
+    }
+}
 
 // SAFETY: vic_pull_start's contract makes the host promise its callbacks and
 // user_data may be used from a library thread; we use them from one thread.
@@ -157,6 +198,14 @@ fn deliver(host: Host, events: EventReceiver, shared: Arc<Shared>) {
                 // params and their strings outlive the call.
                 unsafe { f(cb.user_data, &params) };
             }
+            Event::Commit(layer, reply) => {
+                let answer = match (cb.on_commit, shared.quiet.load(Ordering::Acquire)) {
+                    (_, true) => Err("the pull is being freed".to_string()),
+                    (None, false) => Ok(()),
+                    (Some(f), false) => offer(f, cb.user_data, &layer),
+                };
+                let _ = reply.send(answer);
+            }
             Event::Done(r) => {
                 outcome = Some(match r {
                     Ok(res) => Outcome {
@@ -209,11 +258,41 @@ fn deliver(host: Host, events: EventReceiver, shared: Arc<Shared>) {
     shared.finished.notify_all();
 }
 
+fn offer(
+    f: unsafe extern "C" fn(*mut c_void, *const vic_layer_commit, *mut c_char, usize) -> i32,
+    user_data: *mut c_void,
+    layer: &LayerCommit,
+) -> Result<(), String> {
+    let digest = c_string(&layer.digest);
+    let diff_id = layer.diff_id.as_deref().map(c_string);
+    let media_type = c_string(&layer.media_type);
+    let path = c_string(&layer.path);
+    let params = vic_layer_commit {
+        index: layer.index,
+        digest: digest.as_ptr(),
+        diff_id: diff_id.as_ref().map_or(std::ptr::null(), |d| d.as_ptr()),
+        media_type: media_type.as_ptr(),
+        size: layer.size,
+        path: path.as_ptr(),
+    };
+    let mut err = vec![0u8; 1024];
+    // SAFETY: host callback per vic_pull_start's contract; params, strings
+    // and the error buffer outlive the call.
+    let rc = unsafe { f(user_data, &params, err.as_mut_ptr().cast(), err.len() - 1) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let end = err.iter().position(|b| *b == 0).unwrap_or(err.len());
+    let text = String::from_utf8_lossy(&err[..end]).into_owned();
+    Err(if text.is_empty() { format!("hook returned {rc}") } else { text })
+}
+
 pub(crate) fn host(cb: Option<&vic_callbacks>) -> Host {
     Host(cb.copied().unwrap_or(vic_callbacks {
         user_data: std::ptr::null_mut(),
         on_progress: None,
         on_done: None,
         finalizer: None,
+        on_commit: None,
     }))
 }

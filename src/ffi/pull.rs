@@ -101,13 +101,14 @@ pub unsafe extern "C" fn vic_pull_start(
             Ok(s) => s,
             Err(code) => return code,
         };
-        let checked = match PullOptions::from_json(json).and_then(PullOptions::check) {
+        let mut checked = match PullOptions::from_json(json).and_then(PullOptions::check) {
             Ok(c) => c,
             Err(e) => return text::fail(&e),
         };
         super::log::install();
         // SAFETY: NULL or valid for reads per the caller contract.
         let host = callbacks::host(unsafe { callbacks.as_ref() });
+        checked.commit_hook = host.has_commit_hook();
         let (tx, rx) = std::sync::mpsc::channel();
         let shared = Shared::new();
         let delivery = match callbacks::spawn(host, rx, shared.clone()) {

@@ -39,6 +39,8 @@ pub enum vic_result {
     RateLimited = 13,
     /// The caller's buffer is too small; `*out_n` holds the length needed.
     BufferTooSmall = 14,
+    /// The host's commit hook refused a layer; the message is the host's.
+    HostRejected = 15,
 }
 
 impl From<ErrorKind> for vic_result {
@@ -55,6 +57,7 @@ impl From<ErrorKind> for vic_result {
             ErrorKind::StoreIo => vic_result::StoreIo,
             ErrorKind::Cancelled => vic_result::Cancelled,
             ErrorKind::RateLimited => vic_result::RateLimited,
+            ErrorKind::HostRejected => vic_result::HostRejected,
             ErrorKind::Internal => vic_result::Internal,
         }
     }
@@ -80,6 +83,7 @@ impl vic_result {
             vic_result::Internal => "INTERNAL\0",
             vic_result::RateLimited => "RATE_LIMITED\0",
             vic_result::BufferTooSmall => "BUFFER_TOO_SMALL\0",
+            vic_result::HostRejected => "HOST_REJECTED\0",
         }
     }
 
@@ -90,7 +94,7 @@ impl vic_result {
 
     fn from_u32(v: u32) -> Option<vic_result> {
         use vic_result::*;
-        const ALL: [vic_result; 15] = [
+        const ALL: [vic_result; 16] = [
             Ok,
             Pending,
             InvalidArgument,
@@ -106,6 +110,7 @@ impl vic_result {
             Internal,
             RateLimited,
             BufferTooSmall,
+            HostRejected,
         ];
         ALL.into_iter().find(|r| *r as u32 == v)
     }

@@ -1,6 +1,7 @@
 //! The layer half of a pull: which layers to fetch, forwarding transfer
 //! states as this pull's progress, and "Pull complete" in layer order.
 
+use super::commit::Committer;
 use super::{Counters, LayerResult};
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
@@ -16,11 +17,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::sync::Mutex;
 
-struct Position {
-    digest: Digest,
-    size: u64,
-    media_type: String,
-    encoding: LayerEncoding,
+pub struct Position {
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+    pub encoding: LayerEncoding,
 }
 
 pub struct Plan {
@@ -38,8 +39,34 @@ pub struct Plan {
 /// A layer this pull has in the store now.
 pub struct Done {
     pub blob: Blob,
-    /// Bytes a transfer fetched for it (0 when it was already present).
-    pub downloaded: u64,
+    pub account: Account,
+}
+
+/// Where a pull's bytes came from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Account {
+    /// Fetched from a registry by transfers this pull started.
+    pub bytes_downloaded: u64,
+    /// Already in the store.
+    pub bytes_reused: u64,
+    /// Fetched by a transfer another pull started (this pull watched it).
+    pub bytes_shared: u64,
+    /// Taken from partials an earlier, interrupted download kept.
+    pub bytes_resumed: u64,
+    /// Retries by cause: network, server, rate_limited, digest_mismatch, stall.
+    pub retries: std::collections::BTreeMap<String, u32>,
+}
+
+impl Account {
+    pub fn add(&mut self, other: &Account) {
+        self.bytes_downloaded += other.bytes_downloaded;
+        self.bytes_reused += other.bytes_reused;
+        self.bytes_shared += other.bytes_shared;
+        self.bytes_resumed += other.bytes_resumed;
+        for (k, v) in &other.retries {
+            *self.retries.entry(k.clone()).or_default() += v;
+        }
+    }
 }
 
 fn emit(events: &EventSender, p: Progress) {
@@ -74,7 +101,9 @@ impl Plan {
         })
     }
 
-    /// Get every layer into the store, reporting progress per layer.
+    /// Get every layer into the store, reporting progress per layer, and
+    /// commit them in order. Returns the layers and where their bytes
+    /// came from.
     pub async fn fetch(
         &self,
         manager: &Arc<Manager>,
@@ -82,7 +111,9 @@ impl Plan {
         events: &EventSender,
         counters: &Arc<Counters>,
         settle: &Mutex<Vec<transfer::Settle>>,
-    ) -> Result<HashMap<Digest, Done>> {
+        diff_ids: &[String],
+        commit_hook: bool,
+    ) -> Result<(Vec<LayerResult>, Account)> {
         let store = manager.store();
         counters
             .layers_total
@@ -101,13 +132,8 @@ impl Plan {
                         Progress::layer(&p.digest.to_string(), Kind::AlreadyExists, 0, 0),
                     );
                     counters.bytes_done.fetch_add(p.size, Ordering::Relaxed);
-                    done.insert(
-                        p.digest.clone(),
-                        Done {
-                            blob,
-                            downloaded: 0,
-                        },
-                    );
+                    let account = Account { bytes_reused: p.size, ..Account::default() };
+                    done.insert(p.digest.clone(), Done { blob, account });
                 }
                 None => {
                     let d = p.digest.to_string();
@@ -141,26 +167,24 @@ impl Plan {
             running.push(forward(watcher, d, p.size, events, counters));
         }
 
-        // "Pull complete" goes out in layer order, parent before child.
-        let mut next = 0;
-        let mut commit_ready = |done: &HashMap<Digest, Done>| {
-            while next < self.unique.len() {
-                let p = &self.positions[self.unique[next]];
-                let Some(d) = done.get(&p.digest) else { break };
-                if d.downloaded > 0 || pending.contains(&self.unique[next]) {
-                    let digest = p.digest.to_string();
-                    emit(events, Progress::layer(&digest, Kind::PullComplete, 0, 0));
-                }
-                counters.layers_done.fetch_add(1, Ordering::Relaxed);
-                next += 1;
-            }
-        };
-        commit_ready(&done);
+        // Commits (and "Pull complete") go out in layer order.
+        let mut committer =
+            Committer::new(self, diff_ids, self.verify_diff_ids, commit_hook);
+        for &i in &pending {
+            committer.will_fetch(&self.positions[i].digest);
+        }
+        committer.advance(&done, store, events, counters).await?;
         while let Some((digest, outcome)) = running.next().await {
             done.insert(digest, outcome?);
-            commit_ready(&done);
+            committer.advance(&done, store, events, counters).await?;
         }
-        Ok(done)
+        let mut account = Account::default();
+        done.values().for_each(|d| account.add(&d.account));
+        Ok((committer.results, account))
+    }
+
+    pub fn positions(&self) -> &[Position] {
+        &self.positions
     }
 
     /// A layer already in the store, verified by us earlier or now.
@@ -259,8 +283,17 @@ async fn forward(
                     say(Kind::VerifyingChecksum, 0, 0, None);
                     say(Kind::DownloadComplete, 0, 0, None);
                 }
-                let downloaded = if blob.fetched { blob.size } else { 0 };
-                return (digest, Ok(Done { blob, downloaded }));
+                let account = match (blob.fetched, watcher.joined) {
+                    (false, _) => Account { bytes_reused: blob.size, ..Account::default() },
+                    (true, true) => Account { bytes_shared: blob.size, ..Account::default() },
+                    (true, false) => Account {
+                        bytes_downloaded: blob.stats.fetched_bytes,
+                        bytes_resumed: blob.stats.resumed_bytes,
+                        retries: blob.stats.retries.clone(),
+                        ..Account::default()
+                    },
+                };
+                return (digest, Ok(Done { blob, account }));
             }
             State::Done(Err(e)) => return (digest, Err(e)),
         }
@@ -269,48 +302,4 @@ async fn forward(
             return (digest, Err(e));
         }
     }
-}
-
-/// Hold every computed diffID to the config, position by position.
-pub fn check_diff_ids(
-    plan: &Plan,
-    done: &HashMap<Digest, Done>,
-    diff_ids: &[String],
-    o: &Checked,
-    store: &Store,
-) -> Result<Vec<LayerResult>> {
-    let mut out = Vec::with_capacity(plan.positions.len());
-    for (i, p) in plan.positions.iter().enumerate() {
-        let blob = &done
-            .get(&p.digest)
-            .ok_or_else(|| Error::new(ErrorKind::Internal, format!("layer {} missing", p.digest)))?
-            .blob;
-        let mut diff_id = blob.diff_id.clone();
-        if o.verify_diff_ids && diff_id.is_none() {
-            // Another pull fetched it without diffIDs: compute them from disk.
-            diff_id = store
-                .verify_existing(&p.digest, p.size, Some(p.encoding))?
-                .flatten();
-        }
-        if o.verify_diff_ids {
-            let want = diff_ids.get(i).map(String::as_str).unwrap_or("");
-            let got = diff_id.as_ref().map(|d| d.to_string()).unwrap_or_default();
-            if got != want {
-                return Err(Error::new(
-                    ErrorKind::DigestMismatch,
-                    format!(
-                        "layer {} has diffID {got} but the config says {want}",
-                        p.digest
-                    ),
-                ));
-            }
-        }
-        out.push(LayerResult {
-            digest: p.digest.to_string(),
-            diff_id: diff_id.map(|d| d.to_string()),
-            size: p.size,
-            media_type: p.media_type.clone(),
-        });
-    }
-    Ok(out)
 }

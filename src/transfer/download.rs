@@ -23,6 +23,8 @@ const LOCK_POLL: Duration = Duration::from_millis(100);
 /// Stalls in a row, with no byte gained between them, that count as one
 /// failed attempt.
 const STALLS_PER_ATTEMPT: u32 = 3;
+/// Resumes after a connection that made progress, beyond max_attempts.
+const MAX_PROGRESS_RECONNECTS: u32 = 200;
 
 pub(super) async fn run(manager: Arc<Manager>, t: Arc<Transfer>, req: Request) {
     let result = tokio::select! {
@@ -97,8 +99,13 @@ async fn fetch(manager: &Manager, t: &Transfer, req: &Request) -> Result<Blob> {
     let mut mismatches = 0;
     let mut stalls = 0;
     let mut stalled_at = u64::MAX;
+    let mut reconnects = 0;
     loop {
-        let outcome = match attempt_once(req, t, &mut temp, &mut hasher, &mut stats).await {
+        let before = hasher.size();
+        let mut restarted = false;
+        let outcome = match attempt_once(req, t, &mut temp, &mut hasher, &mut stats, &mut restarted)
+            .await
+        {
             Ok(()) => {
                 t.state.send_replace(State::Verifying);
                 check(req, std::mem::replace(&mut hasher, BlobHasher::new(encoding)))
@@ -126,6 +133,16 @@ async fn fetch(manager: &Manager, t: &Transfer, req: &Request) -> Result<Blob> {
                 continue;
             }
             stalls = 0;
+        }
+        // A connection that died after delivering new bytes is resumed at
+        // once and costs no attempt: a flaky link still converges, and a
+        // server that ignores Range (a restart) still counts.
+        let gained = !restarted && hasher.size() > before;
+        if err.transient && !err.stall && gained && reconnects < MAX_PROGRESS_RECONNECTS {
+            reconnects += 1;
+            *stats.retries.entry(cause(&err).into()).or_default() += 1;
+            log::info!("blob {}: {err}; resuming at {}", req.digest, hasher.size());
+            continue;
         }
         // A bad digest may come from a resume gone wrong: one full
         // re-download is allowed before it counts as permanent.
@@ -207,6 +224,7 @@ async fn attempt_once(
     temp: &mut TempBlob,
     hasher: &mut BlobHasher,
     stats: &mut Stats,
+    restarted: &mut bool,
 ) -> Result<()> {
     if hasher.size() == req.size {
         return Ok(()); // a kept partial that was already complete
@@ -222,6 +240,7 @@ async fn attempt_once(
             log::info!("blob {}: server did not resume at {offset}; restarting", req.digest);
             temp.reset()?;
             *hasher = BlobHasher::new_like(hasher);
+            *restarted = true;
             if resp.status() != StatusCode::OK {
                 return Err(Error::transient(
                     ErrorKind::Registry,

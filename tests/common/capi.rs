@@ -4,7 +4,7 @@
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vicpull::ffi::callbacks::{vic_callbacks, vic_progress};
+use vicpull::ffi::callbacks::{vic_callbacks, vic_layer_commit, vic_progress};
 use vicpull::ffi::pull::{
     vic_pull, vic_pull_cancel, vic_pull_error_message, vic_pull_free, vic_pull_poll,
     vic_pull_result_json, vic_pull_start, vic_pull_state, vic_pull_status,
@@ -33,6 +33,10 @@ pub struct Seen {
     /// Two callbacks ran at once (must never happen).
     pub overlapped: u32,
     busy: bool,
+    /// Layers the commit hook saw: (digest, diffID, path).
+    pub commits: Vec<(String, String, String)>,
+    /// Refuse the commit at this index (0-based count of offers).
+    pub refuse_at: Option<usize>,
 }
 
 pub type Recorder = Arc<Mutex<Seen>>;
@@ -78,6 +82,31 @@ unsafe extern "C" fn on_done(user: *mut c_void, code: u32, msg: *const c_char) {
     s.done.push((code, m));
 }
 
+unsafe extern "C" fn on_commit(
+    user: *mut c_void,
+    l: *const vic_layer_commit,
+    err: *mut c_char,
+    err_len: usize,
+) -> i32 {
+    // SAFETY: as in on_progress; `l` and its strings are valid during the call.
+    let (rec, l) = unsafe { (&*(user as *const Mutex<Seen>), &*l) };
+    let mut s = rec.lock().unwrap();
+    enter(&mut s);
+    // SAFETY: NUL-terminated strings (diff_id may be NULL).
+    let text = |c: *const c_char| unsafe {
+        if c.is_null() { String::new() } else { CStr::from_ptr(c).to_string_lossy().into() }
+    };
+    s.commits.push((text(l.digest), text(l.diff_id), text(l.path)));
+    if s.refuse_at == Some(s.commits.len() - 1) {
+        let msg = b"disk image full\0";
+        assert!(err_len >= msg.len());
+        // SAFETY: the library gives err_len writable bytes.
+        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), err.cast::<u8>(), msg.len()) };
+        return 1;
+    }
+    0
+}
+
 unsafe extern "C" fn finalize(user: *mut c_void) {
     // SAFETY: the pointer came from Arc::into_raw in start(); this is the
     // one place that gives that reference back.
@@ -119,14 +148,25 @@ pub fn last_error() -> String {
 
 /// Start a pull; on failure return the code and vic_last_error_message.
 pub fn start(options: &serde_json::Value) -> Result<Pull, (vic_result, String)> {
+    start_with(options, false, None)
+}
+
+/// Start with the commit hook set (refusing the offer at `refuse_at`).
+pub fn start_with(
+    options: &serde_json::Value,
+    hook: bool,
+    refuse_at: Option<usize>,
+) -> Result<Pull, (vic_result, String)> {
     let json = CString::new(options.to_string()).unwrap();
     let seen: Recorder = Arc::default();
+    seen.lock().unwrap().refuse_at = refuse_at;
     let user = Arc::into_raw(seen.clone()) as *mut c_void;
     let cbs = vic_callbacks {
         user_data: user,
         on_progress: Some(on_progress),
         on_done: Some(on_done),
         finalizer: Some(finalize),
+        on_commit: if hook { Some(on_commit) } else { None },
     };
     let mut handle = std::ptr::null_mut();
     // SAFETY: valid string, callbacks and out pointer.
@@ -218,4 +258,15 @@ pub fn pull(options: serde_json::Value) -> (Outcome, Vec<Ev>) {
 /// True when the store's ingest area holds no temp file.
 pub fn leftovers_empty(store: &std::path::Path) -> bool {
     super::fixtures::leftovers(store).is_empty()
+}
+
+/// Pull with the commit hook set; returns what the hook saw.
+pub fn pull_with_hook(
+    options: serde_json::Value,
+    refuse_at: Option<usize>,
+) -> (Outcome, Vec<(String, String, String)>) {
+    let p = start_with(&options, true, refuse_at).unwrap_or_else(|(c, m)| panic!("{c:?} {m}"));
+    let out = p.wait(Duration::from_secs(120));
+    let commits = p.seen.lock().unwrap().commits.clone();
+    (out, commits)
 }
