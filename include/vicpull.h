@@ -179,6 +179,10 @@ enum vic_result
    * The caller's buffer is too small; `*out_n` holds the length needed.
    */
   VIC_RESULT_BUFFER_TOO_SMALL = 14,
+  /**
+   * The host's commit hook refused a layer; the message is the host's.
+   */
+  VIC_RESULT_HOST_REJECTED = 15,
 };
 #ifndef __cplusplus
 typedef uint32_t vic_result;
@@ -252,6 +256,41 @@ typedef void (*vic_done_callback)(void *user_data, uint32_t result, const char *
 typedef void (*vic_finalizer)(void *user_data);
 
 /**
+ * A verified layer offered to the host's commit hook. Pointers are valid
+ * only during the call.
+ */
+typedef struct vic_layer_commit {
+  /**
+   * Position in the manifest; a digest listed twice is offered twice.
+   */
+  uint32_t index;
+  const char *digest;
+  /**
+   * "sha256:..." of the uncompressed tar, or NULL when diffID checking
+   * is off.
+   */
+  const char *diff_id;
+  const char *media_type;
+  uint64_t size;
+  /**
+   * The verified blob's file in the store (read it, do not move it).
+   */
+  const char *path;
+} vic_layer_commit;
+
+/**
+ * Called for each layer in manifest order, parent before child, after the
+ * layer verified and before it is reported "Pull complete"; on the pull's
+ * callback thread, serialised with its other callbacks. Return 0 to accept;
+ * anything else fails the pull with VIC_RESULT_HOST_REJECTED and the text
+ * the hook wrote into `err_buf` (`err_len` bytes, NUL-terminate it).
+ */
+typedef int32_t (*vic_commit_callback)(void *user_data,
+                                       const struct vic_layer_commit *layer,
+                                       char *err_buf,
+                                       size_t err_len);
+
+/**
  * Host callbacks for one pull. Every member may be NULL.
  */
 typedef struct vic_callbacks {
@@ -259,6 +298,11 @@ typedef struct vic_callbacks {
   vic_progress_callback on_progress;
   vic_done_callback on_done;
   vic_finalizer finalizer;
+  /**
+   * Optional: lets the host take each verified layer in order (e.g. into
+   * its own disk images) and veto the pull.
+   */
+  vic_commit_callback on_commit;
 } vic_callbacks;
 
 /**
@@ -312,7 +356,13 @@ vic_result vic_log_set(vic_log_callback callback, void *user_data, uint32_t leve
  * `plain_http` (true, or a list of "host:port" reached over plain HTTP),
  * `username` + `password`, or `token`, `max_concurrent_downloads` (1-64,
  * default 3), `max_attempts` (1-100, default 5), `verify_diff_ids` (default
- * true). Unknown keys and wrong types are INVALID_ARGUMENT.
+ * true), `priority` (integer, default 0: download slots go to higher
+ * priorities first, then round-robin between pulls), `low_speed_limit`
+ * (bytes/s, default 1024) and `low_speed_time_secs` (default 30): a
+ * connection slower than that over that window is replaced and resumed,
+ * `partial_max_age_secs` (default 604800) and `partial_max_bytes` (default
+ * 8 GiB): limits for kept partial downloads, applied when a store is first
+ * used in the process. Unknown keys and wrong types are INVALID_ARGUMENT.
  *
  * `callbacks` may be NULL (poll instead); it is copied, so the struct may
  * be freed after the call, but `user_data` must stay valid until the
@@ -419,6 +469,27 @@ vic_result vic_pull_error_message(const struct vic_pull *pull,
  * "UNKNOWN" for a value that is not a vic_result. Never blocks; any thread.
  */
 const char *vic_result_name(uint32_t result);
+
+/**
+ * Remove resumable partial downloads older than `max_age_secs`, then the
+ * oldest ones until the rest fit in `max_total_bytes`, plus temp files
+ * left by processes that died. Partials another pull is downloading right
+ * now are left alone. Pass 0, 0 to remove every idle partial.
+ *
+ * `store` is the layout directory (borrowed for the call). On OK the
+ * number of files and bytes removed go to `*out_removed` and `*out_bytes`
+ * (either may be NULL). Returns OK, INVALID_ARGUMENT (NULL or non-UTF-8
+ * path) or STORE_IO. Blocks on file I/O; any thread.
+ *
+ * # Safety
+ * `store` is NULL or a NUL-terminated string; each out pointer is NULL or
+ * valid for a write.
+ */
+vic_result vic_store_purge_partials(const char *store,
+                                    uint64_t max_age_secs,
+                                    uint64_t max_total_bytes,
+                                    uint64_t *out_removed,
+                                    uint64_t *out_bytes);
 
 /**
  * Copy the message of the last call that failed on this thread.

@@ -52,6 +52,13 @@ pub struct PullOptions {
     pub low_speed_limit: u64,
     #[serde(default = "default_low_speed_time")]
     pub low_speed_time_secs: u64,
+    /// Kept partial downloads older than this are removed when a store is
+    /// first used in this process (default 7 days).
+    #[serde(default = "default_partial_age")]
+    pub partial_max_age_secs: u64,
+    /// Beyond this many bytes of partials, the oldest go (default 8 GiB).
+    #[serde(default = "default_partial_bytes")]
+    pub partial_max_bytes: u64,
     /// Gunzip each layer to check its diffID against the config (default on).
     #[serde(default = "default_true")]
     pub verify_diff_ids: bool,
@@ -98,6 +105,12 @@ fn default_low_speed() -> u64 {
 fn default_low_speed_time() -> u64 {
     30
 }
+fn default_partial_age() -> u64 {
+    7 * 24 * 3600
+}
+fn default_partial_bytes() -> u64 {
+    8 << 30
+}
 
 /// Options after validation, ready for the core.
 #[derive(Clone, Debug)]
@@ -114,6 +127,8 @@ pub struct Checked {
     pub low_speed: crate::transfer::LowSpeed,
     /// Set by the caller (not JSON): offer each layer to a host hook.
     pub commit_hook: bool,
+    pub partial_max_age: std::time::Duration,
+    pub partial_max_bytes: u64,
     /// Mirrors, TLS, Docker credentials, rate-limit patience.
     pub registry_settings: crate::registry::Settings,
 }
@@ -211,6 +226,8 @@ impl PullOptions {
             priority: self.priority,
             low_speed,
             commit_hook: false,
+            partial_max_age: std::time::Duration::from_secs(self.partial_max_age_secs),
+            partial_max_bytes: self.partial_max_bytes,
             registry_settings,
         })
     }

@@ -53,6 +53,10 @@ pub struct PullResult {
     #[serde(flatten)]
     pub account: layers::Account,
     pub up_to_date: bool,
+    /// The registry's RateLimit-Remaining header as last sent (Docker Hub:
+    /// `76;w=21600`), when it sends one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_remaining: Option<String>,
 }
 
 /// A running pull. Dropping it does not stop the pull; `cancel` does.
@@ -127,35 +131,19 @@ async fn run(
         ),
     );
 
-    let manager = transfer::for_store(&o.store, o.max_concurrent_downloads)?;
+    let manager = transfer::for_store(
+        &o.store,
+        o.max_concurrent_downloads,
+        (o.partial_max_age, o.partial_max_bytes),
+    )?;
     let store = manager.store().clone();
     let client = Arc::new(Client::new(&r.registry, &r.repository, o)?);
 
+    // Pulled by digest, the body is held to it whatever the headers say.
     let top = client.manifest(&r.manifest_ref(), r.digest.as_ref()).await?;
     let top_digest = Digest::of(&top.bytes);
-    if let Some(want) = &r.digest {
-        if *want != top_digest {
-            return Err(Error::new(
-                ErrorKind::DigestMismatch,
-                format!("manifest digest mismatch for {shown}: expected {want}, got {top_digest}"),
-            ));
-        }
-    }
     let (image, image_bytes, image_digest, platform) =
-        match manifest::parse(&top.bytes, top.content_type.as_deref(), &shown)? {
-            Parsed::Image(m) => (m, top.bytes, top_digest.clone(), None),
-            Parsed::Index(index) => {
-                let what = format!("{shown} (index {top_digest})");
-                let d = manifest::select_platform(&index, &o.platform, &what)?.clone();
-                let child = fetch_child(&client, &d, &what).await?;
-                (
-                    child.0,
-                    child.1,
-                    d.parsed_digest()?,
-                    d.platform.map(|p| p.to_string()),
-                )
-            }
-        };
+        resolve(&client, top, &top_digest, o, &shown).await?;
 
     let config_digest = image.config.parsed_digest()?;
     let config = match store.verified(&config_digest, image.config.size) {
@@ -225,31 +213,50 @@ async fn run(
         layers,
         account,
         up_to_date,
+        rate_limit_remaining: client.rate_limit_remaining(),
     })
 }
 
-/// Fetch the platform manifest an index points at, by digest, and hold it
-/// to the descriptor's digest and size.
-async fn fetch_child(
+/// Follow indexes (nested ones too, to a bounded depth) down to the image
+/// manifest for the wanted platform. Each child is fetched by digest and
+/// held to its descriptor's digest and size.
+async fn resolve(
     client: &Client,
-    d: &manifest::Descriptor,
-    what: &str,
-) -> Result<(manifest::ImageManifest, Vec<u8>)> {
-    let want = d.parsed_digest()?;
-    let child = client.manifest(&want.to_string(), Some(&want)).await?;
-    let got = Digest::of(&child.bytes);
-    if got != want || child.bytes.len() as u64 != d.size {
-        return Err(Error::new(
-            ErrorKind::DigestMismatch,
-            format!("manifest digest mismatch in {what}: expected {want}, got {got}"),
-        ));
+    top: crate::registry::Fetched,
+    top_digest: &Digest,
+    o: &Checked,
+    shown: &str,
+) -> Result<(manifest::ImageManifest, Vec<u8>, Digest, Option<String>)> {
+    let (mut bytes, mut content_type) = (top.bytes, top.content_type);
+    let mut digest = top_digest.clone();
+    let mut platform = None;
+    for _ in 0..=manifest::MAX_INDEX_DEPTH {
+        let what = format!("{shown} (index {digest})");
+        let index = match manifest::parse(&bytes, content_type.as_deref(), shown)? {
+            Parsed::Image(m) => return Ok((m, bytes, digest, platform)),
+            Parsed::Index(index) => index,
+        };
+        let d = manifest::select_platform(&index, &o.platform, &what)?.clone();
+        let want = d.parsed_digest()?;
+        let child = client.manifest(&want.to_string(), Some(&want)).await?;
+        if child.bytes.len() as u64 != d.size {
+            return Err(Error::new(
+                ErrorKind::DigestMismatch,
+                format!(
+                    "manifest size mismatch in {what}: {want} is {} bytes, the index says {}",
+                    child.bytes.len(),
+                    d.size
+                ),
+            ));
+        }
+        platform = d.platform.map(|p| p.to_string()).or(platform);
+        (bytes, content_type, digest) = (child.bytes, child.content_type, want);
     }
-    match manifest::parse(&child.bytes, child.content_type.as_deref(), what)? {
-        Parsed::Image(m) => Ok((m, child.bytes)),
-        // TODO: nested indexes are refused instead of followed.
-        Parsed::Index(_) => Err(Error::new(
-            ErrorKind::Unsupported,
-            format!("{what}: a nested index is not supported"),
-        )),
-    }
+    Err(Error::new(
+        ErrorKind::Unsupported,
+        format!(
+            "{shown}: indexes nested deeper than {} are not followed",
+            manifest::MAX_INDEX_DEPTH
+        ),
+    ))
 }

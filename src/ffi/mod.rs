@@ -10,5 +10,6 @@ pub mod log;
 pub mod panic;
 pub mod pull;
 pub mod result;
+pub mod store;
 pub mod text;
 pub mod version;

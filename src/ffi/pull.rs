@@ -67,7 +67,13 @@ pub struct vic_pull_status {
 /// `plain_http` (true, or a list of "host:port" reached over plain HTTP),
 /// `username` + `password`, or `token`, `max_concurrent_downloads` (1-64,
 /// default 3), `max_attempts` (1-100, default 5), `verify_diff_ids` (default
-/// true). Unknown keys and wrong types are INVALID_ARGUMENT.
+/// true), `priority` (integer, default 0: download slots go to higher
+/// priorities first, then round-robin between pulls), `low_speed_limit`
+/// (bytes/s, default 1024) and `low_speed_time_secs` (default 30): a
+/// connection slower than that over that window is replaced and resumed,
+/// `partial_max_age_secs` (default 604800) and `partial_max_bytes` (default
+/// 8 GiB): limits for kept partial downloads, applied when a store is first
+/// used in the process. Unknown keys and wrong types are INVALID_ARGUMENT.
 ///
 /// `callbacks` may be NULL (poll instead); it is copied, so the struct may
 /// be freed after the call, but `user_data` must stay valid until the

@@ -3,8 +3,9 @@
 //!
 //! Lifecycle
 //! - One `Manager` per store directory in this process (`for_store`). It owns
-//!   the download slots (a FIFO semaphore: first come, first served) and the
-//!   in-flight table `digest -> Transfer`.
+//!   the download slots (`slots.rs`: by priority, then round-robin between
+//!   pulls, then first come first served) and the in-flight table
+//!   `digest -> Transfer`.
 //! - `Manager::watch` either joins the transfer already in flight for that
 //!   digest or creates one and spawns its task. Either way the caller gets a
 //!   `Watcher`; dropping it is the release, so watch and release always pair.
@@ -12,11 +13,26 @@
 //!   remains; when the last one is dropped before the end, the transfer's own
 //!   cancel token fires and its task stops. Watcher counts change only under
 //!   the table lock, so a new watcher never joins a transfer being cancelled.
-//! - States go out on a `watch` channel: Waiting (for a slot), Downloading,
+//!   A pull that was cancelled waits (`Settle`) until transfers only it
+//!   watched have stopped, so nothing of it runs after its on_done.
+//! - The task (`download.rs`): take the store's flock for the digest (other
+//!   processes show Waiting and later find the blob in the store), take a
+//!   slot, replay the kept partial (if any) through the verifier, then fetch
+//!   the rest with Range. A connection that delivered bytes before dying is
+//!   resumed at once; other transient failures back off (Retry-After
+//!   honoured up to 60 s) up to max_attempts; a stalled connection
+//!   (low-speed limit) is replaced, and only a run of stalls costs an
+//!   attempt. The partial is kept on cancel, crash or exhausted retries, and
+//!   removed on a proven digest mismatch.
+//! - States go out on a `watch` channel: Waiting (lock or slot), Downloading,
 //!   Retrying, Verifying, then exactly one Done. A watcher that joins late
-//!   sees the current state first, then every later change.
+//!   sees the current state first, then every later change; pulls fill in
+//!   the final byte count if an update was overtaken.
 //! - A transfer leaves the table before it publishes Done, so a failure is
 //!   never inherited: the next pull of that digest starts a fresh transfer.
+//! - The verified blob is renamed into blobs/ by the transfer; committing it
+//!   to an image (diffID check, host hook, "Pull complete", in layer order)
+//!   is each pull's own business (`pull/commit.rs`).
 //! - Callbacks never run here: pulls turn states into their own events.
 
 mod download;
@@ -120,16 +136,12 @@ pub struct Manager {
 
 static MANAGERS: Mutex<Vec<(PathBuf, Weak<Manager>)>> = Mutex::new(Vec::new());
 
-/// Partials older than this are removed when a store is opened.
-pub const PARTIAL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
-/// Beyond this many bytes of partials, the oldest are removed.
-pub const PARTIAL_MAX_BYTES: u64 = 8 << 30;
 
 /// The manager shared by every pull into `root` in this process.
-pub fn for_store(root: &Path, slots: usize) -> Result<Arc<Manager>> {
+pub fn for_store(root: &Path, slots: usize, tidy: (Duration, u64)) -> Result<Arc<Manager>> {
     let store = Store::open(root)?;
-    // Leftovers of killed processes; partials stay for resuming.
-    if let Err(e) = store.purge_partials(PARTIAL_MAX_AGE, PARTIAL_MAX_BYTES) {
+    // Old partials and leftovers of killed processes, once per process.
+    if let Err(e) = store.purge_partials(tidy.0, tidy.1) {
         log::warn!("store {}: cannot tidy the ingest area: {e}", root.display());
     }
     let key = std::fs::canonicalize(root)

@@ -28,12 +28,15 @@ struct Waiter {
 
 /// One download slot; dropping it hands the slot to the next waiter.
 pub struct Permit {
-    slots: Arc<Slots>,
+    /// None once disarmed: a permit that was never delivered.
+    slots: Option<Arc<Slots>>,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.slots.release();
+        if let Some(s) = self.slots.take() {
+            s.release();
+        }
     }
 }
 
@@ -55,7 +58,7 @@ impl Slots {
             if s.free > 0 {
                 s.free -= 1;
                 s.last_pull = pull;
-                return Permit { slots: self.clone() };
+                return Permit { slots: Some(self.clone()) };
             }
             let (tx, rx) = oneshot::channel();
             s.seq += 1;
@@ -76,11 +79,12 @@ impl Slots {
         while let Some(i) = next(&s) {
             let w = s.waiting.swap_remove(i);
             s.last_pull = w.pull;
-            match w.tx.send(Permit { slots: self.clone() }) {
+            match w.tx.send(Permit { slots: Some(self.clone()) }) {
                 Ok(()) => return,
-                // The waiter gave up; its permit must not run Drop (that
-                // would take this lock again): the slot stays ours to hand on.
-                Err(p) => std::mem::forget(p),
+                // The waiter gave up. Disarm the returned permit (releasing
+                // it would take this lock again): the slot stays ours to
+                // hand on.
+                Err(mut p) => drop(p.slots.take()),
             }
         }
         s.free += 1;
