@@ -23,7 +23,10 @@ fn wait_bytes(p: &Pull, digest: &str, bytes: u64) {
     while !p.events().iter().any(|e| {
         e.layer.as_deref() == Some(digest) && e.kind == Kind::Downloading && e.current >= bytes
     }) {
-        assert!(t0.elapsed() < Duration::from_secs(30), "{digest} never reached {bytes}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{digest} never reached {bytes}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -31,8 +34,11 @@ fn wait_bytes(p: &Pull, digest: &str, bytes: u64) {
 #[test]
 fn s18_eight_pulls_sharing_three_base_layers_fetch_each_blob_once() {
     let env = Env::new();
-    let base = [Layer::random(700 << 10, 101), Layer::random(500 << 10, 102),
-                Layer::random(300 << 10, 103)];
+    let base = [
+        Layer::random(700 << 10, 101),
+        Layer::random(500 << 10, 102),
+        Layer::random(300 << 10, 103),
+    ];
     let mut uniques = Vec::new();
     for i in 0..8u64 {
         let own = Layer::random(100 << 10, 200 + i);
@@ -53,7 +59,13 @@ fn s18_eight_pulls_sharing_three_base_layers_fetch_each_blob_once() {
         assert_eq!(env.proxy.count_gets(&d), 1, "GETs of {d}");
     }
     assert_blobs_verify(env.store());
-    assert_eq!(index_json(env.store())["manifests"].as_array().unwrap().len(), 8);
+    assert_eq!(
+        index_json(env.store())["manifests"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
 }
 
 #[test]
@@ -70,22 +82,36 @@ fn s19_cancel_one_pull_while_another_shares_the_layer() {
     let b = capi::start(&env.options("fx/b:1")).unwrap();
     wait_bytes(&b, s1.digest(), 1);
     // b attached to the running transfer: its first byte count is not 0.
-    let first_b = b.events().into_iter()
+    let first_b = b
+        .events()
+        .into_iter()
         .find(|e| e.layer.as_deref() == Some(s1.digest()) && e.kind == Kind::Downloading)
         .unwrap();
-    assert!(first_b.current >= 1 << 20, "b started from {} instead of joining", first_b.current);
+    assert!(
+        first_b.current >= 1 << 20,
+        "b started from {} instead of joining",
+        first_b.current
+    );
 
     let t0 = Instant::now();
     a.cancel();
     let out = a.wait(Duration::from_secs(5));
     assert_eq!(out.code, vic_result::Cancelled);
-    assert!(t0.elapsed() < Duration::from_millis(500), "cancel took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "cancel took {:?}",
+        t0.elapsed()
+    );
     let n_a = a.events().len();
     let out = b.wait(Duration::from_secs(30));
     assert_eq!(out.code, vic_result::Ok, "{}", out.message);
     assert_eq!(a.events().len(), n_a, "no callback of a after its on_done");
-    let log: Vec<_> = env.proxy.requests().into_iter()
-        .filter(|r| r.path.ends_with(s1.digest())).collect();
+    let log: Vec<_> = env
+        .proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with(s1.digest()))
+        .collect();
     assert_eq!(log.len(), 1, "S1 fetched once, never restarted: {log:?}");
     assert!(log[0].range.is_none());
     let acct = out.json.unwrap();
@@ -98,7 +124,11 @@ fn s19_cancel_both_then_pull_again_resumes_without_waiting_on_a_ghost() {
     let s1 = Layer::random(6 << 20, 21);
     let spec_a = ImageSpec::new(vec![s1.clone(), Layer::random(32 << 10, 22)]);
     env.push("fx/a", "1", &spec_a);
-    env.push("fx/b", "1", &ImageSpec::new(vec![s1.clone(), Layer::random(32 << 10, 23)]));
+    env.push(
+        "fx/b",
+        "1",
+        &ImageSpec::new(vec![s1.clone(), Layer::random(32 << 10, 23)]),
+    );
     let slow = env.proxy.throttle(Match::blob(s1.digest()), 1 << 20, None);
     let a = capi::start(&env.options("fx/a:1")).unwrap();
     let b = capi::start(&env.options("fx/b:1")).unwrap();
@@ -113,11 +143,22 @@ fn s19_cancel_both_then_pull_again_resumes_without_waiting_on_a_ghost() {
     let t0 = Instant::now();
     let (out, events) = capi::pull(env.options("fx/a:1"));
     assert_eq!(out.code, vic_result::Ok, "{}", out.message);
-    let started = events.iter().position(|e| e.kind == Kind::Downloading).unwrap();
+    let started = events
+        .iter()
+        .position(|e| e.kind == Kind::Downloading)
+        .unwrap();
     assert!(started > 0 && t0.elapsed() < Duration::from_secs(10));
-    let ranged: Vec<_> = env.proxy.requests().into_iter()
-        .filter(|r| r.path.ends_with(s1.digest()) && r.range.is_some()).collect();
-    assert_eq!(ranged.len(), 1, "the new pull resumes S1 from the kept partial");
+    let ranged: Vec<_> = env
+        .proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with(s1.digest()) && r.range.is_some())
+        .collect();
+    assert_eq!(
+        ranged.len(),
+        1,
+        "the new pull resumes S1 from the kept partial"
+    );
     let json = out.json.unwrap();
     assert!(json["bytes_resumed"].as_u64().unwrap() >= 3 << 20, "{json}");
     assert_blobs_verify(env.store());
@@ -142,15 +183,36 @@ fn cancel_at_60_percent_then_pull_again_downloads_only_the_rest() {
     let (out, _) = capi::pull(env.options("fx/big:1"));
     assert_eq!(out.code, vic_result::Ok, "{}", out.message);
     let second = env.proxy.total_body_bytes(big.digest());
-    let req = &env.proxy.requests().into_iter().find(|r| r.path.ends_with(big.digest())).unwrap();
-    let offset: u64 = req.range.as_deref().unwrap()
-        .trim_start_matches("bytes=").trim_end_matches('-').parse().unwrap();
-    assert!(offset >= sixty, "resumed at {offset}, before the 60% mark {sixty}");
+    let req = &env
+        .proxy
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with(big.digest()))
+        .unwrap();
+    let offset: u64 = req
+        .range
+        .as_deref()
+        .unwrap()
+        .trim_start_matches("bytes=")
+        .trim_end_matches('-')
+        .parse()
+        .unwrap();
+    assert!(
+        offset >= sixty,
+        "resumed at {offset}, before the 60% mark {sixty}"
+    );
     assert_eq!(offset + second, big.size(), "exactly the rest was fetched");
-    assert!(second <= big.size() * 45 / 100, "second pull fetched {second} bytes");
+    assert!(
+        second <= big.size() * 45 / 100,
+        "second pull fetched {second} bytes"
+    );
     assert!(first + second < big.size() * 12 / 10);
     assert_blobs_verify(env.store());
-    assert!(leftovers(env.store()).is_empty(), "{:?}", leftovers(env.store()));
+    assert!(
+        leftovers(env.store()).is_empty(),
+        "{:?}",
+        leftovers(env.store())
+    );
 }
 
 #[test]
@@ -172,7 +234,10 @@ fn s08_connection_reset_at_50_random_offsets_still_converges() {
         x ^= x >> 7;
         x ^= x << 17;
         seed.store(x, Ordering::SeqCst);
-        Some(Action::Cut { after: 1 + x % (size / 60), mode: CutMode::Rst })
+        Some(Action::Cut {
+            after: 1 + x % (size / 60),
+            mode: CutMode::Rst,
+        })
     });
     let mut opts = env.options("fx/big:1");
     opts["max_attempts"] = 3.into();
@@ -180,7 +245,10 @@ fn s08_connection_reset_at_50_random_offsets_still_converges() {
     assert_eq!(out.code, vic_result::Ok, "{}", out.message);
     assert_eq!(cuts.load(Ordering::SeqCst), 50);
     let sent = env.proxy.total_body_bytes(big.digest());
-    assert!(sent < size * 12 / 10, "sent {sent} for a {size}-byte blob: resume failed");
+    assert!(
+        sent < size * 12 / 10,
+        "sent {sent} for a {size}-byte blob: resume failed"
+    );
     assert_eq!(env.proxy.count_gets(big.digest()), 51);
     assert_blobs_verify(env.store());
 }
@@ -206,15 +274,32 @@ fn s14_429_with_retry_after_waits_then_succeeds() {
     let l = Layer::random(64 << 10, 61);
     env.push("fx/rl", "1", &ImageSpec::new(vec![l.clone()]));
     let body = br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#;
-    env.proxy.respond(Match::blob(l.digest()), 429, &[("Retry-After", "1")], body, Some(1));
+    env.proxy.respond(
+        Match::blob(l.digest()),
+        429,
+        &[("Retry-After", "1")],
+        body,
+        Some(1),
+    );
     let t0 = Instant::now();
     let (out, events) = capi::pull(env.options("fx/rl:1"));
     assert_eq!(out.code, vic_result::Ok, "{}", out.message);
     assert_eq!(env.proxy.count_gets(l.digest()), 2, "one retry");
-    assert!(t0.elapsed() >= Duration::from_millis(950), "waited {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(950),
+        "waited {:?}",
+        t0.elapsed()
+    );
     assert!(t0.elapsed() < Duration::from_secs(5));
-    let retry = events.iter().find(|e| e.kind == Kind::Retrying).expect("a Retrying event");
-    assert!(retry.message.starts_with("Retrying in 1 second"), "{}", retry.message);
+    let retry = events
+        .iter()
+        .find(|e| e.kind == Kind::Retrying)
+        .expect("a Retrying event");
+    assert!(
+        retry.message.starts_with("Retrying in 1 second"),
+        "{}",
+        retry.message
+    );
     assert_eq!(out.json.unwrap()["retries"]["rate_limited"], 1);
 }
 
@@ -224,18 +309,33 @@ fn stalled_connection_is_replaced_and_the_pull_completes() {
     let big = Layer::random(2 << 20, 71);
     env.push("fx/stall", "1", &ImageSpec::new(vec![big.clone()]));
     let thirty = big.size() * 3 / 10;
-    env.proxy.add_rule(Match::blob(big.digest()), Action::Stall { after: thirty }, Some(1));
+    env.proxy.add_rule(
+        Match::blob(big.digest()),
+        Action::Stall { after: thirty },
+        Some(1),
+    );
     let mut opts = env.options("fx/stall:1");
     opts["low_speed_limit"] = 1000.into();
     opts["low_speed_time_secs"] = 1.into();
     let t0 = Instant::now();
     let (out, _) = capi::pull(opts);
     assert_eq!(out.code, vic_result::Ok, "{}", out.message);
-    assert!(t0.elapsed() < Duration::from_secs(10), "took {:?}", t0.elapsed());
-    let reqs: Vec<_> = env.proxy.requests().into_iter()
-        .filter(|r| r.path.ends_with(big.digest())).collect();
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t0.elapsed()
+    );
+    let reqs: Vec<_> = env
+        .proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with(big.digest()))
+        .collect();
     assert_eq!(reqs.len(), 2);
-    assert_eq!(reqs[1].range.as_deref(), Some(format!("bytes={thirty}-").as_str()));
+    assert_eq!(
+        reqs[1].range.as_deref(),
+        Some(format!("bytes={thirty}-").as_str())
+    );
     assert_eq!(out.json.unwrap()["retries"]["stall"], 1);
 }
 
@@ -257,20 +357,30 @@ fn one_layer_pull_is_not_starved_by_a_forty_layer_pull() {
     let out = small.wait(Duration::from_secs(30));
     assert_eq!(out.code, vic_result::Ok, "{}", out.message);
     let small_took = t0.elapsed();
-    assert!(big.poll(0).state == vicpull::ffi::pull::vic_pull_state::Pending,
-            "the 40-layer pull should still be running");
-    assert!(small_took < Duration::from_secs(1), "1-layer pull waited {small_took:?}");
+    assert!(
+        big.poll(0).state == vicpull::ffi::pull::vic_pull_state::Pending,
+        "the 40-layer pull should still be running"
+    );
+    assert!(
+        small_took < Duration::from_secs(1),
+        "1-layer pull waited {small_took:?}"
+    );
     assert_eq!(big.wait(Duration::from_secs(60)).code, vic_result::Ok);
 }
 
 #[test]
 fn commit_hook_sees_layers_in_order_and_can_refuse() {
     let env = Env::new();
-    let layers = vec![Layer::random(200 << 10, 81), Layer::random(20 << 10, 82),
-                      Layer::random(100 << 10, 83), Layer::random(20 << 10, 82)];
+    let layers = vec![
+        Layer::random(200 << 10, 81),
+        Layer::random(20 << 10, 82),
+        Layer::random(100 << 10, 83),
+        Layer::random(20 << 10, 82),
+    ];
     let pushed = env.push("fx/hook", "1", &ImageSpec::new(layers));
     // The smaller child finishes first; commits must still go in order.
-    env.proxy.throttle(Match::blob(&pushed.layers[0].digest), 1 << 20, None);
+    env.proxy
+        .throttle(Match::blob(&pushed.layers[0].digest), 1 << 20, None);
     let (out, commits) = capi::pull_with_hook(env.options("fx/hook:1"), None);
     assert_eq!(out.code, vic_result::Ok, "{}", out.message);
     let order: Vec<&str> = commits.iter().map(|c| c.0.as_str()).collect();
@@ -282,11 +392,61 @@ fn commit_hook_sees_layers_in_order_and_can_refuse() {
     }
 
     let env = Env::new();
-    env.push("fx/hook", "1", &ImageSpec::new(vec![Layer::random(10 << 10, 84),
-                                                  Layer::random(10 << 10, 85)]));
+    env.push(
+        "fx/hook",
+        "1",
+        &ImageSpec::new(vec![
+            Layer::random(10 << 10, 84),
+            Layer::random(10 << 10, 85),
+        ]),
+    );
     let (out, commits) = capi::pull_with_hook(env.options("fx/hook:1"), Some(1));
     assert_eq!(out.code, vic_result::HostRejected);
     assert!(out.message.contains("disk image full"), "{}", out.message);
     assert_eq!(commits.len(), 2, "the refused layer was offered");
-    assert_eq!(index_json(env.store())["manifests"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        index_json(env.store())["manifests"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
+#[test]
+fn purge_removes_idle_partials_on_demand() {
+    use vicpull::ffi::store::vic_store_purge_partials;
+    let env = Env::new();
+    let big = Layer::random(4 << 20, 91);
+    env.push("fx/purge", "1", &ImageSpec::new(vec![big.clone()]));
+    env.proxy.throttle(Match::blob(big.digest()), 2 << 20, None);
+    let p = capi::start(&env.options("fx/purge:1")).unwrap();
+    wait_bytes(&p, big.digest(), 1 << 20);
+    p.cancel();
+    assert_eq!(p.wait(Duration::from_secs(5)).code, vic_result::Cancelled);
+    assert_eq!(leftovers(env.store()).len(), 1, "the partial is kept");
+
+    let store = std::ffi::CString::new(env.store().to_str().unwrap()).unwrap();
+    let (mut removed, mut bytes) = (0u64, 0u64);
+    // SAFETY: valid string and out pointers.
+    let rc = unsafe { vic_store_purge_partials(store.as_ptr(), 0, 0, &mut removed, &mut bytes) };
+    assert_eq!(rc, vic_result::Ok);
+    assert_eq!(removed, 1);
+    assert!(bytes >= 1 << 20, "{bytes}");
+    assert!(
+        leftovers(env.store()).is_empty(),
+        "{:?}",
+        leftovers(env.store())
+    );
+    // SAFETY: NULL store is refused.
+    let rc = unsafe {
+        vic_store_purge_partials(
+            std::ptr::null(),
+            0,
+            0,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, vic_result::InvalidArgument);
 }

@@ -3,10 +3,11 @@
 //! a kept partial, stream the blob through the verifier, retry transient
 //! failures with Range from the byte reached, then commit.
 
+use super::sink::{Parts, Sink};
 use super::{Blob, Manager, Request, State, Stats, Transfer};
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Throttle;
-use crate::store::{BlobLock, TempBlob};
+use crate::store::BlobLock;
 use crate::verify::BlobHasher;
 use futures_util::StreamExt;
 use reqwest::header::CONTENT_RANGE;
@@ -27,10 +28,14 @@ const STALLS_PER_ATTEMPT: u32 = 3;
 const MAX_PROGRESS_RECONNECTS: u32 = 200;
 
 pub(super) async fn run(manager: Arc<Manager>, t: Arc<Transfer>, req: Request) {
+    let (alive, closed) = tokio::sync::oneshot::channel();
     let result = tokio::select! {
-        r = fetch(&manager, &t, &req) => r,
+        r = fetch(&manager, &t, &req, alive) => r,
         _ = t.cancel.cancelled() => Err(Error::cancelled()),
     };
+    // A cancelled download's writer may still hold the partial and the
+    // lock for a moment: Done waits until they are released.
+    let _ = closed.await;
     if let Err(e) = &result {
         log::debug!("transfer {}: {e}", t.digest);
     }
@@ -73,27 +78,49 @@ enum LockOr {
     Present(Blob),
 }
 
-async fn fetch(manager: &Manager, t: &Transfer, req: &Request) -> Result<Blob> {
+async fn fetch(
+    manager: &Manager,
+    t: &Transfer,
+    req: &Request,
+    alive: tokio::sync::oneshot::Sender<()>,
+) -> Result<Blob> {
     let lock = match lock_or_present(manager, t, req).await? {
         LockOr::Present(b) => return Ok(b),
         LockOr::Lock(l) => l,
     };
     let _slot = manager.slots.acquire(req.pull_id, req.priority).await;
-    let store = manager.store();
+    let store = manager.store().clone();
     let encoding = req.encoding.filter(|_| req.verify_diff_id);
-    let mut hasher = BlobHasher::new(encoding);
     let mut temp = store.open_partial(&req.digest, &lock)?;
     // Kept on every way out but success and a proven mismatch, so a cancel,
     // a crash or exhausted retries leave bytes the next pull resumes from.
     temp.keep_on_drop(true);
-    let mut stats = Stats { resumed_bytes: temp.len()?, ..Stats::default() };
-    if stats.resumed_bytes > req.size {
-        temp.reset()?;
-        stats.resumed_bytes = 0;
-    } else if stats.resumed_bytes > 0 {
-        log::info!("blob {}: resuming from byte {}", req.digest, stats.resumed_bytes);
-        temp.replay(|b| hasher.update(b))?;
-    }
+    let (size, digest) = (req.size, req.digest.clone());
+    let (mut parts, resumed) = blocking(move || {
+        let mut hasher = BlobHasher::new(encoding);
+        let mut resumed = temp.len()?;
+        if resumed > size {
+            temp.reset()?;
+            resumed = 0;
+        } else if resumed > 0 {
+            log::info!("blob {digest}: resuming from byte {resumed}");
+            temp.replay(|b| hasher.update(b))?;
+        }
+        Ok((
+            Parts {
+                temp,
+                hasher,
+                lock,
+                _alive: alive,
+            },
+            resumed,
+        ))
+    })
+    .await?;
+    let mut stats = Stats {
+        resumed_bytes: resumed,
+        ..Stats::default()
+    };
 
     let mut attempt = 1;
     let mut mismatches = 0;
@@ -101,32 +128,41 @@ async fn fetch(manager: &Manager, t: &Transfer, req: &Request) -> Result<Blob> {
     let mut stalled_at = u64::MAX;
     let mut reconnects = 0;
     loop {
-        let before = hasher.size();
+        let before = parts.hasher.size();
         let mut restarted = false;
-        let outcome = match attempt_once(req, t, &mut temp, &mut hasher, &mut stats, &mut restarted)
-            .await
-        {
-            Ok(()) => {
-                t.state.send_replace(State::Verifying);
-                check(req, std::mem::replace(&mut hasher, BlobHasher::new(encoding)))
-            }
-            Err(e) => Err(e),
-        };
+        let (back, result) = attempt_once(req, t, parts, &mut stats, &mut restarted).await?;
+        parts = back;
+        let outcome = result.and_then(|()| {
+            t.state.send_replace(State::Verifying);
+            check(
+                req,
+                std::mem::replace(&mut parts.hasher, BlobHasher::new(encoding)),
+            )
+        });
         let err = match outcome {
             Ok(diff_id) => {
-                let path = store.commit(temp, &req.digest, diff_id.as_ref())?;
+                let Parts { temp, lock, .. } = parts;
+                let (d, id) = (req.digest.clone(), diff_id.clone());
+                let path = blocking(move || store.commit(temp, &d, id.as_ref())).await?;
                 drop(lock);
                 let digest = req.digest.clone();
-                let size = req.size;
-                return Ok(Blob { digest, size, diff_id, path, fetched: true, stats });
+                return Ok(Blob {
+                    digest,
+                    size: req.size,
+                    diff_id,
+                    path,
+                    fetched: true,
+                    stats,
+                });
             }
             Err(e) => e,
         };
+        let now = parts.hasher.size();
         if err.stall {
             // Replace the connection at once; only a run of stalls with no
             // progress between them costs an attempt.
-            stalls = if hasher.size() == stalled_at { stalls + 1 } else { 1 };
-            stalled_at = hasher.size();
+            stalls = if now == stalled_at { stalls + 1 } else { 1 };
+            stalled_at = now;
             *stats.retries.entry("stall".into()).or_default() += 1;
             if stalls < STALLS_PER_ATTEMPT {
                 log::info!("blob {}: {err}; reconnecting", req.digest);
@@ -137,11 +173,11 @@ async fn fetch(manager: &Manager, t: &Transfer, req: &Request) -> Result<Blob> {
         // A connection that died after delivering new bytes is resumed at
         // once and costs no attempt: a flaky link still converges, and a
         // server that ignores Range (a restart) still counts.
-        let gained = !restarted && hasher.size() > before;
+        let gained = !restarted && now > before;
         if err.transient && !err.stall && gained && reconnects < MAX_PROGRESS_RECONNECTS {
             reconnects += 1;
             *stats.retries.entry(cause(&err).into()).or_default() += 1;
-            log::info!("blob {}: {err}; resuming at {}", req.digest, hasher.size());
+            log::info!("blob {}: {err}; resuming at {now}", req.digest);
             continue;
         }
         // A bad digest may come from a resume gone wrong: one full
@@ -149,12 +185,12 @@ async fn fetch(manager: &Manager, t: &Transfer, req: &Request) -> Result<Blob> {
         let retry_mismatch = err.kind == ErrorKind::DigestMismatch && mismatches == 0;
         if err.kind == ErrorKind::DigestMismatch {
             mismatches += 1;
-            temp.reset()?;
-            hasher = BlobHasher::new(encoding);
+            parts.temp.reset()?;
+            parts.hasher = BlobHasher::new(encoding);
         }
         if !(err.transient || retry_mismatch) || attempt >= req.max_attempts {
             if err.kind == ErrorKind::DigestMismatch || !err.transient {
-                temp.keep_on_drop(false);
+                parts.temp.keep_on_drop(false);
             }
             return Err(err);
         }
@@ -173,6 +209,14 @@ async fn fetch(manager: &Manager, t: &Transfer, req: &Request) -> Result<Blob> {
         });
         tokio::time::sleep(delay).await;
     }
+}
+
+/// Run file work (replaying a partial, fsync and rename) off the async
+/// threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("file task failed: {e}")))?
 }
 
 fn cause(e: &Error) -> &'static str {
@@ -211,99 +255,146 @@ fn check(req: &Request, hasher: BlobHasher) -> Result<Option<crate::digest::Dige
     match v.diff_id {
         None => Ok(None),
         Some(Ok(d)) => Ok(Some(d)),
-        Some(Err(why)) => {
-            Err(Error::new(ErrorKind::Unsupported, format!("layer {}: {why}", req.digest)))
-        }
+        Some(Err(why)) => Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("layer {}: {why}", req.digest),
+        )),
     }
 }
 
-/// One HTTP exchange, resuming from what the hasher has already seen.
+/// One HTTP exchange, resuming from what the hasher has already seen. The
+/// parts always come back (unless the writer itself broke), with the
+/// exchange's own outcome beside them.
 async fn attempt_once(
     req: &Request,
     t: &Transfer,
-    temp: &mut TempBlob,
-    hasher: &mut BlobHasher,
+    mut parts: Parts,
     stats: &mut Stats,
     restarted: &mut bool,
-) -> Result<()> {
-    if hasher.size() == req.size {
-        return Ok(()); // a kept partial that was already complete
+) -> Result<(Parts, Result<()>)> {
+    let offset = parts.hasher.size();
+    if offset == req.size {
+        return Ok((parts, Ok(()))); // a kept partial that was already complete
     }
-    let offset = hasher.size();
-    let resp = req.source.open_blob(&req.digest, offset).await?;
+    let resp = match req.source.open_blob(&req.digest, offset).await {
+        Ok(r) => r,
+        Err(e) => return Ok((parts, Err(e))),
+    };
     if offset > 0 {
         let honoured = resp.status() == StatusCode::PARTIAL_CONTENT
             && content_range_start(&resp) == Some(offset);
         if !honoured {
             // A 200 carries the whole blob: start over from its first byte.
             // A 206 for another span cannot be trusted at all.
-            log::info!("blob {}: server did not resume at {offset}; restarting", req.digest);
-            temp.reset()?;
-            *hasher = BlobHasher::new_like(hasher);
+            log::info!(
+                "blob {}: server did not resume at {offset}; restarting",
+                req.digest
+            );
+            parts.temp.reset()?;
+            parts.hasher = BlobHasher::new_like(&parts.hasher);
             *restarted = true;
             if resp.status() != StatusCode::OK {
-                return Err(Error::transient(
+                let e = Error::transient(
                     ErrorKind::Registry,
-                    format!("blob {}: answered a Range request with another span", req.digest),
-                ));
+                    format!(
+                        "blob {}: answered a Range request with another span",
+                        req.digest
+                    ),
+                );
+                return Ok((parts, Err(e)));
             }
         }
     }
     let total = req.size;
-    t.state.send_replace(State::Downloading { current: hasher.size(), total });
+    let mut size = parts.hasher.size();
+    t.state.send_replace(State::Downloading {
+        current: size,
+        total,
+    });
+    let sink = Sink::start(parts);
+    let result = stream(req, t, resp, &sink, &mut size, stats).await;
+    let (parts, write_error) = sink.finish().await?;
+    if let Some(e) = write_error {
+        return Ok((parts, Err(e)));
+    }
+    if result.is_ok() {
+        t.state.send_replace(State::Downloading {
+            current: total,
+            total,
+        });
+    }
+    Ok((parts, result))
+}
+
+/// Move the body into the sink, watching for overruns, EOF and stalls.
+async fn stream(
+    req: &Request,
+    t: &Transfer,
+    resp: reqwest::Response,
+    sink: &Sink,
+    size: &mut u64,
+    stats: &mut Stats,
+) -> Result<()> {
+    let total = req.size;
     let mut throttle = Throttle::new();
     let mut body = resp.bytes_stream();
-    let mut window = Window::new(req.low_speed, hasher.size());
+    let mut window = Window::new(req.low_speed, *size);
     loop {
         let chunk = match tokio::time::timeout(window.left(), body.next()).await {
             Err(_) => None,
             Ok(None) => break,
             Ok(Some(Err(e))) => {
                 let mut err = crate::registry::http::network(&format!("blob {}", req.digest), &e);
-                err.message.push_str(&format!(" after {} of {total} bytes", hasher.size()));
+                err.message
+                    .push_str(&format!(" after {size} of {total} bytes"));
                 return Err(err);
             }
             Ok(Some(Ok(chunk))) => Some(chunk),
         };
         if let Some(chunk) = chunk {
-            if hasher.size() + chunk.len() as u64 > total {
+            if *size + chunk.len() as u64 > total {
                 return Err(Error::new(
                     ErrorKind::DigestMismatch,
-                    format!("blob {}: the server sent more than {total} bytes", req.digest),
+                    format!(
+                        "blob {}: the server sent more than {total} bytes",
+                        req.digest
+                    ),
                 ));
             }
+            *size += chunk.len() as u64;
             stats.fetched_bytes += chunk.len() as u64;
-            hasher.update(&chunk);
-            temp.write_all(&chunk)?;
-            if throttle.ready(hasher.size()) {
-                t.state.send_replace(State::Downloading { current: hasher.size(), total });
+            sink.push(chunk).await?;
+            if throttle.ready(*size) {
+                t.state.send_replace(State::Downloading {
+                    current: *size,
+                    total,
+                });
             }
         }
         if window.over() {
-            if window.stalled(hasher.size()) {
+            if window.stalled(*size) {
                 let mut e = Error::transient(
                     ErrorKind::Network,
                     format!(
-                        "blob {}: stalled below {} bytes/s for {:?} after {} of {total} bytes",
-                        req.digest,
-                        req.low_speed.bytes_per_sec,
-                        req.low_speed.window,
-                        hasher.size()
+                        "blob {}: stalled below {} bytes/s for {:?} after {size} of {total} bytes",
+                        req.digest, req.low_speed.bytes_per_sec, req.low_speed.window,
                     ),
                 );
                 e.stall = true;
                 return Err(e);
             }
-            window = Window::new(req.low_speed, hasher.size());
+            window = Window::new(req.low_speed, *size);
         }
     }
-    if hasher.size() < total {
+    if *size < total {
         return Err(Error::transient(
             ErrorKind::Network,
-            format!("blob {}: unexpected EOF after {} of {total} bytes", req.digest, hasher.size()),
+            format!(
+                "blob {}: unexpected EOF after {size} of {total} bytes",
+                req.digest
+            ),
         ));
     }
-    t.state.send_replace(State::Downloading { current: total, total });
     Ok(())
 }
 
@@ -316,7 +407,11 @@ struct Window {
 
 impl Window {
     fn new(limit: super::LowSpeed, bytes: u64) -> Window {
-        Window { limit, ends: Instant::now() + limit.window, start_bytes: bytes }
+        Window {
+            limit,
+            ends: Instant::now() + limit.window,
+            start_bytes: bytes,
+        }
     }
 
     fn left(&self) -> Duration {

@@ -36,6 +36,7 @@
 //! - Callbacks never run here: pulls turn states into their own events.
 
 mod download;
+mod sink;
 mod slots;
 
 pub use slots::Slots;
@@ -135,7 +136,6 @@ pub struct Manager {
 }
 
 static MANAGERS: Mutex<Vec<(PathBuf, Weak<Manager>)>> = Mutex::new(Vec::new());
-
 
 /// The manager shared by every pull into `root` in this process.
 pub fn for_store(root: &Path, slots: usize, tidy: (Duration, u64)) -> Result<Arc<Manager>> {

@@ -43,7 +43,12 @@ impl Drop for Permit {
 impl Slots {
     pub fn new(n: usize) -> Arc<Slots> {
         Arc::new(Slots {
-            state: Mutex::new(State { free: n, waiting: Vec::new(), last_pull: 0, seq: 0 }),
+            state: Mutex::new(State {
+                free: n,
+                waiting: Vec::new(),
+                last_pull: 0,
+                seq: 0,
+            }),
         })
     }
 
@@ -58,12 +63,19 @@ impl Slots {
             if s.free > 0 {
                 s.free -= 1;
                 s.last_pull = pull;
-                return Permit { slots: Some(self.clone()) };
+                return Permit {
+                    slots: Some(self.clone()),
+                };
             }
             let (tx, rx) = oneshot::channel();
             s.seq += 1;
             let seq = s.seq;
-            s.waiting.push(Waiter { pull, priority, seq, tx });
+            s.waiting.push(Waiter {
+                pull,
+                priority,
+                seq,
+                tx,
+            });
             rx
         };
         match rx.await {
@@ -79,7 +91,9 @@ impl Slots {
         while let Some(i) = next(&s) {
             let w = s.waiting.swap_remove(i);
             s.last_pull = w.pull;
-            match w.tx.send(Permit { slots: Some(self.clone()) }) {
+            match w.tx.send(Permit {
+                slots: Some(self.clone()),
+            }) {
                 Ok(()) => return,
                 // The waiter gave up. Disarm the returned permit (releasing
                 // it would take this lock again): the slot stays ours to
@@ -100,13 +114,21 @@ impl Slots {
 /// then the oldest request of that pull.
 fn next(s: &State) -> Option<usize> {
     let top = s.waiting.iter().map(|w| w.priority).max()?;
-    let candidates = || s.waiting.iter().enumerate().filter(move |(_, w)| w.priority == top);
+    let candidates = || {
+        s.waiting
+            .iter()
+            .enumerate()
+            .filter(move |(_, w)| w.priority == top)
+    };
     let pull = candidates()
         .map(|(_, w)| w.pull)
         .filter(|p| *p > s.last_pull)
         .min()
         .or_else(|| candidates().map(|(_, w)| w.pull).min())?;
-    candidates().filter(|(_, w)| w.pull == pull).min_by_key(|(_, w)| w.seq).map(|(i, _)| i)
+    candidates()
+        .filter(|(_, w)| w.pull == pull)
+        .min_by_key(|(_, w)| w.seq)
+        .map(|(i, _)| i)
 }
 
 #[cfg(test)]
@@ -133,7 +155,11 @@ mod tests {
         for _ in 0..4 {
             order.push(rx.recv().await.unwrap());
         }
-        assert_eq!(order[0], (2, 0), "pull 2 goes before pull 1's backlog: {order:?}");
+        assert_eq!(
+            order[0],
+            (2, 0),
+            "pull 2 goes before pull 1's backlog: {order:?}"
+        );
         assert_eq!(slots.free(), 1);
     }
 
@@ -152,6 +178,10 @@ mod tests {
         drop(held);
         let p = waiting.await.unwrap();
         drop(p);
-        assert_eq!(slots.free(), 1, "the abandoned waiter must not leak the slot");
+        assert_eq!(
+            slots.free(),
+            1,
+            "the abandoned waiter must not leak the slot"
+        );
     }
 }
