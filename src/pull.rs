@@ -140,7 +140,9 @@ async fn run(
     let client = Arc::new(Client::new(&r.registry, &r.repository, o)?);
 
     // Pulled by digest, the body is held to it whatever the headers say.
-    let top = client.manifest(&r.manifest_ref(), r.digest.as_ref()).await?;
+    let top = client
+        .manifest(&r.manifest_ref(), r.digest.as_ref())
+        .await?;
     let top_digest = Digest::of(&top.bytes);
     let (image, image_bytes, image_digest, platform) =
         resolve(&client, top, &top_digest, o, &shown).await?;
@@ -165,7 +167,15 @@ async fn run(
 
     let plan = layers::Plan::new(&image.layers, o, pull_id)?;
     let (layers, account) = plan
-        .fetch(&manager, &client, events, counters, settle, &diff_ids, o.commit_hook)
+        .fetch(
+            &manager,
+            &client,
+            events,
+            counters,
+            settle,
+            &diff_ids,
+            o.commit_hook,
+        )
         .await?;
 
     // The image becomes visible only now that every layer verified.

@@ -101,7 +101,10 @@ impl<'a> Committer<'a> {
         if got != want {
             return Err(Error::new(
                 ErrorKind::DigestMismatch,
-                format!("layer {} has diffID {got} but the config says {want}", p.digest),
+                format!(
+                    "layer {} has diffID {got} but the config says {want}",
+                    p.digest
+                ),
             ));
         }
         Ok(diff_id)

@@ -132,7 +132,10 @@ impl Plan {
                         Progress::layer(&p.digest.to_string(), Kind::AlreadyExists, 0, 0),
                     );
                     counters.bytes_done.fetch_add(p.size, Ordering::Relaxed);
-                    let account = Account { bytes_reused: p.size, ..Account::default() };
+                    let account = Account {
+                        bytes_reused: p.size,
+                        ..Account::default()
+                    };
                     done.insert(p.digest.clone(), Done { blob, account });
                 }
                 None => {
@@ -168,8 +171,7 @@ impl Plan {
         }
 
         // Commits (and "Pull complete") go out in layer order.
-        let mut committer =
-            Committer::new(self, diff_ids, self.verify_diff_ids, commit_hook);
+        let mut committer = Committer::new(self, diff_ids, self.verify_diff_ids, commit_hook);
         for &i in &pending {
             committer.will_fetch(&self.positions[i].digest);
         }
@@ -226,10 +228,12 @@ async fn forward(
     let mut shown = 0u64;
     let mut last_kind = None;
     let mut say = |kind: Kind, current: u64, total: u64, message: Option<String>| {
-        if kind != Kind::Downloading && last_kind == Some(kind) {
+        // Repeats of a step are dropped; byte counts and each retry
+        // (a new attempt number) always go out.
+        if kind != Kind::Downloading && last_kind == Some((kind, current)) {
             return;
         }
-        last_kind = Some(kind);
+        last_kind = Some((kind, current));
         let mut p = Progress::layer(&id, kind, current, total);
         if let Some(m) = message {
             p.message = m;
@@ -284,8 +288,14 @@ async fn forward(
                     say(Kind::DownloadComplete, 0, 0, None);
                 }
                 let account = match (blob.fetched, watcher.joined) {
-                    (false, _) => Account { bytes_reused: blob.size, ..Account::default() },
-                    (true, true) => Account { bytes_shared: blob.size, ..Account::default() },
+                    (false, _) => Account {
+                        bytes_reused: blob.size,
+                        ..Account::default()
+                    },
+                    (true, true) => Account {
+                        bytes_shared: blob.size,
+                        ..Account::default()
+                    },
                     (true, false) => Account {
                         bytes_downloaded: blob.stats.fetched_bytes,
                         bytes_resumed: blob.stats.resumed_bytes,

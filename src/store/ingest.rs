@@ -32,13 +32,19 @@ impl TempBlob {
             .create_new(true)
             .open(&path)
             .map_err(io(format!("cannot create {}", path.display())))?;
-        Ok(TempBlob { path, file: Some(file), keep: false })
+        Ok(TempBlob {
+            path,
+            file: Some(file),
+            keep: false,
+        })
     }
 
     /// Bytes already written (a resumed partial starts non-empty).
     pub fn len(&self) -> Result<u64> {
         let f = self.file.as_ref().expect("temp blob already committed");
-        f.metadata().map(|m| m.len()).map_err(io("cannot stat a temp blob"))
+        f.metadata()
+            .map(|m| m.len())
+            .map_err(io("cannot stat a temp blob"))
     }
 
     pub fn is_empty(&self) -> Result<bool> {
@@ -47,14 +53,17 @@ impl TempBlob {
 
     pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
         let f = self.file.as_mut().expect("temp blob already committed");
-        f.write_all(bytes).map_err(io("cannot write to the ingest area"))
+        f.write_all(bytes)
+            .map_err(io("cannot write to the ingest area"))
     }
 
     /// Drop everything written so far (a restart from byte 0).
     pub fn reset(&mut self) -> Result<()> {
         let f = self.file.as_mut().expect("temp blob already committed");
         f.set_len(0).map_err(io("cannot truncate a temp blob"))?;
-        f.seek(SeekFrom::Start(0)).map_err(io("cannot seek a temp blob")).map(|_| ())
+        f.seek(SeekFrom::Start(0))
+            .map_err(io("cannot seek a temp blob"))
+            .map(|_| ())
     }
 
     /// Keep (true) or remove (false) the file when this is dropped.
@@ -66,7 +75,8 @@ impl TempBlob {
     /// file positioned at its end for appending.
     pub fn replay(&mut self, mut sink: impl FnMut(&[u8])) -> Result<u64> {
         let f = self.file.as_mut().expect("temp blob already committed");
-        f.seek(SeekFrom::Start(0)).map_err(io("cannot seek a partial"))?;
+        f.seek(SeekFrom::Start(0))
+            .map_err(io("cannot seek a partial"))?;
         let mut buf = vec![0u8; 256 * 1024];
         let mut total = 0u64;
         loop {
@@ -176,7 +186,11 @@ impl Store {
             .truncate(false)
             .open(&path)
             .map_err(io(format!("cannot open {}", path.display())))?;
-        Ok(TempBlob { path, file: Some(file), keep: false })
+        Ok(TempBlob {
+            path,
+            file: Some(file),
+            keep: false,
+        })
     }
 
     /// Remove partials older than `max_age`, then the oldest ones until the
@@ -198,7 +212,10 @@ impl Store {
             let mut parts = name.split('.');
             let hex = parts.next().unwrap_or("");
             let stale_tmp = name.ends_with(".tmp")
-                && parts.next().and_then(|p| p.parse::<i32>().ok()).is_some_and(|p| !pid_alive(p));
+                && parts
+                    .next()
+                    .and_then(|p| p.parse::<i32>().ok())
+                    .is_some_and(|p| !pid_alive(p));
             if stale_tmp {
                 if fs::remove_file(entry.path()).is_ok() {
                     report.removed += 1;
@@ -209,8 +226,12 @@ impl Store {
             if !name.ends_with(".partial") {
                 continue;
             }
-            let Ok(digest) = Digest::parse(&format!("sha256:{hex}")) else { continue };
-            let age = now.duration_since(meta.modified().unwrap_or(now)).unwrap_or_default();
+            let Ok(digest) = Digest::parse(&format!("sha256:{hex}")) else {
+                continue;
+            };
+            let age = now
+                .duration_since(meta.modified().unwrap_or(now))
+                .unwrap_or_default();
             partials.push((digest, age, meta.len()));
         }
         // Oldest first, so the size cap drops the least recently used.
@@ -220,7 +241,9 @@ impl Store {
             if age <= max_age && total <= max_total {
                 continue;
             }
-            let Some(_lock) = self.try_lock_blob(&digest)? else { continue };
+            let Some(_lock) = self.try_lock_blob(&digest)? else {
+                continue;
+            };
             if fs::remove_file(self.partial_path(&digest)).is_ok() {
                 report.removed += 1;
                 report.bytes += len;
@@ -246,11 +269,18 @@ mod tests {
         let (s, root) = store("lock");
         let d = Digest::of(b"x");
         let a = s.try_lock_blob(&d).unwrap().expect("first lock");
-        assert!(s.try_lock_blob(&d).unwrap().is_none(), "second lock must wait");
+        assert!(
+            s.try_lock_blob(&d).unwrap().is_none(),
+            "second lock must wait"
+        );
         drop(a);
         let b = s.try_lock_blob(&d).unwrap().expect("lock after release");
         drop(b);
-        assert_eq!(fs::read_dir(s.ingest_dir()).unwrap().count(), 0, "lock file left behind");
+        assert_eq!(
+            fs::read_dir(s.ingest_dir()).unwrap().count(),
+            0,
+            "lock file left behind"
+        );
         fs::remove_dir_all(root).unwrap();
     }
 
@@ -287,12 +317,28 @@ mod tests {
         }
         let held = s.try_lock_blob(&a).unwrap().unwrap();
         let r = s.purge_partials(Duration::ZERO, u64::MAX).unwrap();
-        assert_eq!(r, PurgeReport { removed: 1, bytes: 100 }, "only the unlocked one");
+        assert_eq!(
+            r,
+            PurgeReport {
+                removed: 1,
+                bytes: 100
+            },
+            "only the unlocked one"
+        );
         drop(held);
         let r = s.purge_partials(Duration::from_secs(3600), 50).unwrap();
         assert_eq!(r.removed, 1, "the size cap removes the rest");
-        fs::write(s.ingest_dir().join(format!("{}.999999999.0.tmp", a.hex())), b"x").unwrap();
-        assert_eq!(s.purge_partials(Duration::from_secs(3600), u64::MAX).unwrap().removed, 1);
+        fs::write(
+            s.ingest_dir().join(format!("{}.999999999.0.tmp", a.hex())),
+            b"x",
+        )
+        .unwrap();
+        assert_eq!(
+            s.purge_partials(Duration::from_secs(3600), u64::MAX)
+                .unwrap()
+                .removed,
+            1
+        );
         fs::remove_dir_all(root).unwrap();
     }
 }

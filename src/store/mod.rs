@@ -239,6 +239,15 @@ impl Store {
     pub fn set_ref(&self, name: &str, media_type: &str, digest: &Digest, size: u64) -> Result<()> {
         let _lock = self.lock_index()?;
         let mut index = self.read_index()?;
+        let same = entries(&index).iter().any(|m| {
+            m["annotations"][REF_NAME] == name
+                && m["digest"] == digest.to_string().as_str()
+                && m["mediaType"] == media_type
+                && m["size"] == size
+        });
+        if same {
+            return Ok(()); // already named so: no rewrite, no fsync
+        }
         let mut list: Vec<serde_json::Value> = entries(&index)
             .iter()
             .filter(|m| m["annotations"][REF_NAME] != name)

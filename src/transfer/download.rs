@@ -159,9 +159,17 @@ async fn fetch(
         };
         let now = parts.hasher.size();
         if err.stall {
-            // Replace the connection at once; only a run of stalls with no
-            // progress between them costs an attempt.
-            stalls = if now == stalled_at { stalls + 1 } else { 1 };
+            // Replace the connection at once; only a run of stalls without
+            // real progress between them (less than one low-speed window's
+            // worth) costs an attempt, so a server that trickles a few
+            // bytes per connection cannot keep us reconnecting forever.
+            let enough = req.low_speed.bytes_per_sec * req.low_speed.window.as_secs().max(1);
+            let progressed = stalled_at != u64::MAX && now.saturating_sub(stalled_at) >= enough;
+            stalls = if stalled_at == u64::MAX || progressed {
+                1
+            } else {
+                stalls + 1
+            };
             stalled_at = now;
             *stats.retries.entry("stall".into()).or_default() += 1;
             if stalls < STALLS_PER_ATTEMPT {
@@ -278,6 +286,16 @@ async fn attempt_once(
     }
     let resp = match req.source.open_blob(&req.digest, offset).await {
         Ok(r) => r,
+        // Some servers and CDNs answer any ranged request with 400 or 416:
+        // start over from byte 0 without Range (this counts as an attempt).
+        Err(e) if offset > 0 && !e.transient && e.kind == ErrorKind::Registry => {
+            log::info!("blob {}: {e}; restarting without Range", req.digest);
+            parts.temp.reset()?;
+            parts.hasher = BlobHasher::new_like(&parts.hasher);
+            *restarted = true;
+            let why = format!("{}; retrying from byte 0 without Range", e.message);
+            return Ok((parts, Err(Error::transient(ErrorKind::Registry, why))));
+        }
         Err(e) => return Ok((parts, Err(e))),
     };
     if offset > 0 {
