@@ -61,7 +61,6 @@ struct job {
     char *from;             /* "TAG: Pulling from REPO" */
     char *digest;           /* "Digest: sha256:..." */
     char *status;           /* "Status: ..." */
-    bool done;              /* on_done arrived */
     int finalized;          /* finalizer calls; vicpull promises one */
     vic_pull_status st;     /* the last poll, terminal at the end */
 };
@@ -77,12 +76,22 @@ static struct {
     size_t njobs;
 } ui = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-/* Set by the signal handler, read by the main loop. */
+/* The first SIGINT/SIGTERM; the main loop then cancels every pull. */
 static volatile sig_atomic_t stop_signal;
+/* Set a second after cancelling: from then on a signal kills at once. */
+static volatile sig_atomic_t force_quit;
 
 static void on_signal(int sig)
 {
-    stop_signal = sig;
+    /* Wrappers such as timeout(1) may deliver one Ctrl-C twice within
+     * microseconds; only a signal after the grace second means "now". */
+    if (force_quit) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    if (stop_signal == 0)
+        stop_signal = sig;
 }
 
 static void *xrealloc(void *p, size_t n)
@@ -381,11 +390,12 @@ static void on_done(void *user_data, uint32_t result, const char *message)
 {
     struct job *job = user_data;
 
-    /* The text is read later, through vic_pull_error_message. */
+    /* The outcome is read later, through vic_pull_poll and
+     * vic_pull_error_message; here it only changes the screen. */
+    (void)job;
     (void)result;
     (void)message;
     pthread_mutex_lock(&ui.lock);
-    job->done = true;
     ui.dirty = true;
     pthread_mutex_unlock(&ui.lock);
 }
@@ -536,21 +546,30 @@ static int log_level(const char *name)
     return -1;
 }
 
-/* Returns 0 on success, else the exit code for a usage error. */
+/*
+ * Options may come before or after the references ("--" ends them), so a
+ * stray value after a reference is never taken for an image name.
+ * Returns 0 on success, else the exit code for a usage error.
+ */
 static int parse_args(int argc, char **argv, struct args *a)
 {
-    int i = 1;
+    bool options = true;
 
-    for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
+    a->refs = xrealloc(NULL, (size_t)argc * sizeof *a->refs);
+    for (int i = 1; i < argc; i++) {
         const char *opt = argv[i];
         bool takes_value = strcmp(opt, "--store") == 0 ||
                            strcmp(opt, "--platform") == 0 ||
                            strcmp(opt, "--max-concurrent") == 0 ||
                            strcmp(opt, "--log") == 0;
 
+        if (!options || strncmp(opt, "--", 2) != 0) {
+            a->refs[a->nrefs++] = argv[i];
+            continue;
+        }
         if (strcmp(opt, "--") == 0) {
-            i++;
-            break;
+            options = false;
+            continue;
         }
         if (takes_value && i + 1 >= argc)
             return usage_error("missing value for", opt);
@@ -571,15 +590,13 @@ static int parse_args(int argc, char **argv, struct args *a)
     }
     if (a->store == NULL)
         return usage_error("--store DIR is required", NULL);
-    if (i >= argc)
+    if (a->nrefs == 0)
         return usage_error("no image reference given", NULL);
     if (a->max_concurrent != NULL && !all_digits(a->max_concurrent))
         return usage_error("--max-concurrent wants a number, not",
                            a->max_concurrent);
     if (a->log != NULL && log_level(a->log) < 0)
         return usage_error("unknown --log level", a->log);
-    a->refs = argv + i;
-    a->nrefs = argc - i;
     return 0;
 }
 
@@ -600,8 +617,6 @@ static void install_signals(void)
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
-    /* A second Ctrl-C kills at once, should cancelling ever hang. */
-    sa.sa_flags = SA_RESETHAND;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 }
@@ -614,7 +629,14 @@ static int start_all(const struct args *a)
     for (size_t i = 0; i < ui.njobs; i++) {
         struct job *job = &ui.jobs[i];
         char *json = options_json(a, job->ref);
-        vic_callbacks cb = {job, on_progress, on_done, on_finalize};
+        vic_callbacks cb;
+
+        /* Members the header may add later stay NULL: set by name. */
+        memset(&cb, 0, sizeof cb);
+        cb.user_data = job;
+        cb.on_progress = on_progress;
+        cb.on_done = on_done;
+        cb.finalizer = on_finalize;
 
         if (vic_pull_start(json, &cb, &job->pull) != VIC_RESULT_OK) {
             char *msg = pt_last_error();
@@ -635,16 +657,19 @@ static int start_all(const struct args *a)
 /* Poll until every pull is terminal; cancel them all on a signal. */
 static void wait_all(void)
 {
-    bool cancelled = false;
+    int64_t cancelled_at = -1;
 
     for (;;) {
         vic_pull *waiting = NULL;
 
-        if (stop_signal != 0 && !cancelled) {
+        if (stop_signal != 0 && cancelled_at < 0) {
             for (size_t i = 0; i < ui.njobs; i++)
                 vic_pull_cancel(ui.jobs[i].pull);
-            cancelled = true;
+            cancelled_at = now_ms();
         }
+        /* Should cancelling ever hang, the next Ctrl-C still works. */
+        if (cancelled_at >= 0 && now_ms() - cancelled_at > 1000)
+            force_quit = 1;
         for (size_t i = 0; i < ui.njobs; i++) {
             struct job *job = &ui.jobs[i];
 
@@ -688,9 +713,9 @@ static void print_summary(const struct job *job, const char *json)
     pt_json_u64(json, "bytes_downloaded", &bytes);
     pt_json_bool(json, "up_to_date", &fresh);
     human_size(bytes, size, sizeof size);
-    fprintf(ui.out, "%s: digest %s (%ld layer%s, %s)\n", job->ref, digest,
-            layers, layers == 1 ? "" : "s",
-            fresh ? "up to date" : size);
+    fprintf(ui.out, "%s: digest %s (%ld layer%s, %s%s)\n", job->ref,
+            digest, layers, layers == 1 ? "" : "s",
+            fresh ? "up to date" : size, fresh ? "" : " downloaded");
 }
 
 /* Report one finished pull; returns true when it succeeded. */
@@ -749,8 +774,10 @@ int main(int argc, char **argv)
     }
     int bad = parse_args(argc, argv, &a);
 
-    if (bad != 0)
+    if (bad != 0) {
+        free(a.refs);
         return bad;
+    }
 
     /* With --json, stdout carries only JSON; progress moves to stderr. */
     ui.out = a.json ? stderr : stdout;
@@ -785,9 +812,13 @@ int main(int argc, char **argv)
             exit_code = 1;
         /* Terminal already, so this only releases the handle. */
         vic_pull_free(job->pull);
-        if (job->finalized != 1) {
+        pthread_mutex_lock(&ui.lock);
+        int finalized = job->finalized;
+        pthread_mutex_unlock(&ui.lock);
+
+        if (finalized != 1) {
             fprintf(stderr, "%s: the finalizer ran %d times, not once\n",
-                    job->ref, job->finalized);
+                    job->ref, finalized);
             exit_code = 1;
         }
     }
@@ -796,6 +827,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < ui.njobs; i++)
         free_job(&ui.jobs[i]);
     free(ui.jobs);
+    free(a.refs);
 
     if (stop_signal != 0) {
         fprintf(stderr, "pull: interrupted; every pull was cancelled\n");

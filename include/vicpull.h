@@ -291,7 +291,14 @@ typedef int32_t (*vic_commit_callback)(void *user_data,
                                        size_t err_len);
 
 /**
- * Host callbacks for one pull. Every member may be NULL.
+ * Host callbacks for one pull. Every member may be NULL; zero the struct
+ * and set members by name. A callback must return normally (never end its
+ * thread or longjmp out of it).
+ *
+ * ABI: members are only ever appended, and the library reads every member
+ * of the version it was built as, so a host must be compiled against the
+ * header of the library it loads (the soname changes whenever this struct
+ * grows after a release).
  */
 typedef struct vic_callbacks {
   void *user_data;
@@ -362,7 +369,22 @@ vic_result vic_log_set(vic_log_callback callback, void *user_data, uint32_t leve
  * connection slower than that over that window is replaced and resumed,
  * `partial_max_age_secs` (default 604800) and `partial_max_bytes` (default
  * 8 GiB): limits for kept partial downloads, applied when a store is first
- * used in the process. Unknown keys and wrong types are INVALID_ARGUMENT.
+ * used in the process, `os_version` (Windows host build such as
+ * "10.0.20348.1234": index entries must match its build number),
+ * `registries` (object keyed by "host[:port]" or "docker.io", each with
+ * `mirrors` (list of "http(s)://host[:port][/prefix]" tried in order before
+ * the registry), `insecure` (TLS without verification), `ca_file`,
+ * `client_cert` + `client_key` (PEM paths)), `ca_file` (extra PEM roots for
+ * every registry), `certs_dir` (Docker certs.d layout: ".crt" files and
+ * ".cert" + ".key" pairs in "<dir>/<host:port>/"), `docker_config` (path of
+ * a Docker config.json, or false; default $DOCKER_CONFIG/config.json or
+ * ~/.docker/config.json, read only when a registry asks for credentials),
+ * `credential_helpers_dir` (searched for docker-credential-* before PATH),
+ * `max_retry_wait_secs` (0-3600, default 60: the longest Retry-After waited
+ * out; a longer one fails at once with RATE_LIMITED),
+ * `allow_foreign_layers` (default false: fetch non-distributable layers
+ * from the URLs their descriptors list, before the registry). Unknown keys
+ * and wrong types are INVALID_ARGUMENT.
  *
  * `callbacks` may be NULL (poll instead); it is copied, so the struct may
  * be freed after the call, but `user_data` must stay valid until the

@@ -73,6 +73,12 @@ func (s *pullState) take() []Progress {
 	return q
 }
 
+func (s *pullState) empty() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queue) == 0
+}
+
 func (s *pullState) stopDispatch() { s.stopOnce.Do(func() { close(s.stop) }) }
 
 func closed(c chan struct{}) bool {
@@ -109,7 +115,9 @@ func (s *pullState) dispatch(cb func(Progress), c *cpull) {
 				return
 			}
 		}
-		if closed(s.finalized) && len(s.take()) == 0 {
+		// Everything was pushed before finalized closed: once it is closed
+		// and the queue is empty, nothing more can come.
+		if closed(s.finalized) && s.empty() {
 			return
 		}
 	}

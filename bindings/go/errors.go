@@ -27,12 +27,13 @@ const (
 	CodeInternal        Code = 12
 	CodeRateLimited     Code = 13
 	CodeBufferTooSmall  Code = 14
+	CodeHostRejected    Code = 15
 )
 
 var codeNames = [...]string{
 	"OK", "PENDING", "INVALID_ARGUMENT", "BAD_REFERENCE", "AUTH", "NOT_FOUND",
 	"NETWORK", "REGISTRY", "DIGEST_MISMATCH", "UNSUPPORTED", "STORE_IO",
-	"CANCELLED", "INTERNAL", "RATE_LIMITED", "BUFFER_TOO_SMALL",
+	"CANCELLED", "INTERNAL", "RATE_LIMITED", "BUFFER_TOO_SMALL", "HOST_REJECTED",
 }
 
 // String is the constant's name as vic_result_name spells it, e.g.
@@ -64,6 +65,9 @@ var (
 	ErrInternal        = &sentinel{CodeInternal}
 	ErrRateLimited     = &sentinel{CodeRateLimited}
 	ErrBufferTooSmall  = &sentinel{CodeBufferTooSmall}
+	// ErrHostRejected: a host commit hook refused a layer (this package
+	// installs none, so Pull does not return it today).
+	ErrHostRejected = &sentinel{CodeHostRejected}
 )
 
 var sentinels = map[Code]*sentinel{}
@@ -72,7 +76,7 @@ func init() {
 	for _, s := range []*sentinel{
 		ErrInvalidArgument, ErrBadReference, ErrAuth, ErrNotFound, ErrNetwork,
 		ErrRegistry, ErrDigestMismatch, ErrUnsupported, ErrStoreIO, ErrCancelled,
-		ErrInternal, ErrRateLimited, ErrBufferTooSmall,
+		ErrInternal, ErrRateLimited, ErrBufferTooSmall, ErrHostRejected,
 	} {
 		sentinels[s.code] = s
 	}

@@ -1,3 +1,3 @@
 module vicpull.dev/vicpull
 
-go 1.22
+go 1.19

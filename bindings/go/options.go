@@ -1,6 +1,10 @@
 package vicpull
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
 
 // Options describe one pull. Reference and Store are required; a zero
 // value of any other field means the library's default.
@@ -27,6 +31,24 @@ type Options struct {
 	// SkipDiffIDCheck turns off gunzipping each layer to check its diffID
 	// against the image config (checked by default).
 	SkipDiffIDCheck bool
+	// Priority orders pulls competing for download slots: higher first,
+	// then round-robin (library default 0).
+	Priority int
+	// LowSpeedLimit (bytes/s, default 1024) and LowSpeedTime (whole
+	// seconds, default 30 s): a connection slower than the limit for that
+	// long is replaced and the download resumed.
+	LowSpeedLimit uint64
+	LowSpeedTime  time.Duration
+	// PartialMaxAge (whole seconds, default 7 days) and PartialMaxBytes
+	// (default 8 GiB) limit kept partial downloads; applied when a store is
+	// first used in the process.
+	PartialMaxAge   time.Duration
+	PartialMaxBytes uint64
+
+	// Extra holds further options by their JSON key (see vic_pull_start in
+	// include/vicpull.h), for keys the fields above do not name yet, e.g.
+	// {"registries": map[string]any{...}}. A key also set above is an error.
+	Extra map[string]any
 
 	// OnProgress, if set, receives every progress event of the pull, in
 	// order, one at a time, on a goroutine of this package (never on a
@@ -49,6 +71,19 @@ type wire struct {
 	MaxConcurrentDownloads *int    `json:"max_concurrent_downloads,omitempty"`
 	MaxAttempts            *int    `json:"max_attempts,omitempty"`
 	VerifyDiffIDs          *bool   `json:"verify_diff_ids,omitempty"`
+	Priority               *int    `json:"priority,omitempty"`
+	LowSpeedLimit          *uint64 `json:"low_speed_limit,omitempty"`
+	LowSpeedTimeSecs       *int64  `json:"low_speed_time_secs,omitempty"`
+	PartialMaxAgeSecs      *int64  `json:"partial_max_age_secs,omitempty"`
+	PartialMaxBytes        *uint64 `json:"partial_max_bytes,omitempty"`
+}
+
+func seconds(d time.Duration) *int64 {
+	if d == 0 {
+		return nil
+	}
+	s := int64(d / time.Second)
+	return &s
 }
 
 func optional[T comparable](v T) *T {
@@ -71,6 +106,11 @@ func (o *Options) json() ([]byte, error) {
 		Token:                  optional(o.Token),
 		MaxConcurrentDownloads: optional(o.MaxConcurrentDownloads),
 		MaxAttempts:            optional(o.MaxAttempts),
+		Priority:               optional(o.Priority),
+		LowSpeedLimit:          optional(o.LowSpeedLimit),
+		LowSpeedTimeSecs:       seconds(o.LowSpeedTime),
+		PartialMaxAgeSecs:      seconds(o.PartialMaxAge),
+		PartialMaxBytes:        optional(o.PartialMaxBytes),
 	}
 	if o.PlainHTTP {
 		w.PlainHTTP = true
@@ -81,5 +121,22 @@ func (o *Options) json() ([]byte, error) {
 		f := false
 		w.VerifyDiffIDs = &f
 	}
-	return json.Marshal(w)
+	if len(o.Extra) == 0 {
+		return json.Marshal(w)
+	}
+	named, err := json.Marshal(w)
+	if err != nil {
+		return nil, err
+	}
+	all := map[string]any{}
+	if err := json.Unmarshal(named, &all); err != nil {
+		return nil, err
+	}
+	for k, v := range o.Extra {
+		if _, dup := all[k]; dup {
+			return nil, fmt.Errorf("options: %s is set both by a field and in Extra", k)
+		}
+		all[k] = v
+	}
+	return json.Marshal(all)
 }

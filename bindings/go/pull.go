@@ -24,7 +24,8 @@ import (
 // A library failure is an *Error matching one of the Err* sentinels.
 func Pull(ctx context.Context, opts Options) (*Result, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, &Error{Code: CodeCancelled, Message: "context done before the pull started", cause: err}
+		msg := "context done before the pull started"
+		return nil, &Error{Code: CodeCancelled, Message: msg, cause: err}
 	}
 	h, err := Start(opts)
 	if err != nil {

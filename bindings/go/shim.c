@@ -31,6 +31,7 @@ static char *last_error(void) {
 
 vic_result vicgo_pull_start(const char *options_json, uintptr_t handle,
                             int want_progress, vic_pull **out, char **err) {
+  /* TODO: the commit hook (on_commit) is not exposed to Go; it stays NULL. */
   vic_callbacks cbs = {
       .user_data = (void *)handle,
       .on_progress = want_progress ? on_progress : NULL,

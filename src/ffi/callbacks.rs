@@ -76,7 +76,14 @@ pub type vic_commit_callback = Option<
     ) -> i32,
 >;
 
-/// Host callbacks for one pull. Every member may be NULL.
+/// Host callbacks for one pull. Every member may be NULL; zero the struct
+/// and set members by name. A callback must return normally (never end its
+/// thread or longjmp out of it).
+///
+/// ABI: members are only ever appended, and the library reads every member
+/// of the version it was built as, so a host must be compiled against the
+/// header of the library it loads (the soname changes whenever this struct
+/// grows after a release).
 #[allow(non_camel_case_types)]
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -284,7 +291,11 @@ fn offer(
     }
     let end = err.iter().position(|b| *b == 0).unwrap_or(err.len());
     let text = String::from_utf8_lossy(&err[..end]).into_owned();
-    Err(if text.is_empty() { format!("hook returned {rc}") } else { text })
+    Err(if text.is_empty() {
+        format!("hook returned {rc}")
+    } else {
+        text
+    })
 }
 
 pub(crate) fn host(cb: Option<&vic_callbacks>) -> Host {

@@ -220,6 +220,19 @@ static void on_finalize(void *user_data)
     pthread_mutex_unlock(&c->lock);
 }
 
+/* Members the header may add later stay NULL: set them by name. */
+static vic_callbacks callbacks_for(struct calls *c)
+{
+    vic_callbacks cb;
+
+    memset(&cb, 0, sizeof cb);
+    cb.user_data = c;
+    cb.on_progress = on_progress;
+    cb.on_done = on_done;
+    cb.finalizer = on_finalize;
+    return cb;
+}
+
 /* The store for the pulls below: argv[1], a scratch directory. */
 static const char *store;
 
@@ -247,11 +260,30 @@ static vic_pull_status wait_terminal(vic_pull *p)
     return st;
 }
 
+/* Log lines the host sink got; it may run on any thread at once. */
+static struct {
+    pthread_mutex_t lock;
+    int lines;
+    int bad; /* lines without a "vicpull" target or a message */
+} logs = {PTHREAD_MUTEX_INITIALIZER, 0, 0};
+
+static void on_log(void *user_data, const vic_log_params *params)
+{
+    (void)user_data;
+    pthread_mutex_lock(&logs.lock);
+    logs.lines++;
+    if (params->target == NULL || params->message == NULL ||
+        strncmp(params->target, "vicpull", 7) != 0 ||
+        params->level > VIC_LOG_LEVEL_INFO)
+        logs.bad++;
+    pthread_mutex_unlock(&logs.lock);
+}
+
 /* One attempt, connection refused: FAILED with NETWORK, callbacks once. */
 static void check_failed_pull(int port)
 {
     struct calls c = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0};
-    vic_callbacks cb = {&c, on_progress, on_done, on_finalize};
+    vic_callbacks cb = callbacks_for(&c);
     vic_pull *p = NULL;
     char opts[256], buf[512];
     size_t n = 0;
@@ -285,7 +317,7 @@ static void check_failed_pull(int port)
 static void check_cancelled_pull(int port)
 {
     struct calls c = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0};
-    vic_callbacks cb = {&c, on_progress, on_done, on_finalize};
+    vic_callbacks cb = callbacks_for(&c);
     vic_pull *p = NULL;
     char opts[256], buf[512];
     size_t n = 0;
@@ -314,7 +346,7 @@ static void check_cancelled_pull(int port)
 static void check_free_while_running(int port)
 {
     struct calls c = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0};
-    vic_callbacks cb = {&c, on_progress, on_done, on_finalize};
+    vic_callbacks cb = callbacks_for(&c);
     vic_pull *p = NULL;
     char opts[256];
 
@@ -342,7 +374,14 @@ int main(int argc, char **argv)
     check_null_handles();
     EXPECT(port > 0);
     if (port > 0) {
+        /* A failed pull logs at INFO: it must reach our sink. */
+        EXPECT(vic_log_set(on_log, NULL, VIC_LOG_LEVEL_INFO) ==
+               VIC_RESULT_OK);
         check_failed_pull(port);
+        EXPECT(vic_log_set(NULL, NULL, VIC_LOG_LEVEL_OFF) == VIC_RESULT_OK);
+        pthread_mutex_lock(&logs.lock);
+        EXPECT(logs.lines > 0 && logs.bad == 0);
+        pthread_mutex_unlock(&logs.lock);
         check_cancelled_pull(port);
         check_free_while_running(port);
     }
