@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Parity: pull the same images through Rust (the crate's Rust API), C
+# Parity: pull the same images through Rust (src/bin/vicpull-pull.rs), C
 # (examples/pull.c), C++ (include/vicpull.hpp), Go and Python into fresh
 # stores, then check that every client got the same result JSON (store
 # path aside) and wrote byte-identical stores (blobs/, index.json,
@@ -15,12 +15,8 @@ PY=${PYTHON:-python3}
 cd "$ROOT"
 
 if [ -z "${VICPULL_PARITY_NO_BUILD:-}" ]; then
-  cargo build --release --lib
+  cargo build --release --lib --bin vicpull-pull
   cargo build --release -p vicpull-testkit --bin testkit
-  # The Rust client: its own workspace; it shares target/ and the lock file.
-  cp Cargo.lock tests/parity/rust/Cargo.lock
-  CARGO_TARGET_DIR="$ROOT/target" cargo build --release \
-    --manifest-path tests/parity/rust/Cargo.toml
   make -s -C examples "$ROOT/build/pull"
   make -s -C examples/cpp "$ROOT/build/cpp/pull-cpp"
   mkdir -p build/go
@@ -41,7 +37,7 @@ addr=$(head -1 "$work/addr")
 
 # client name -> command (REF, --store DIR, --plain-http, --json follow).
 declare -A cmd=(
-  [rust]="$ROOT/target/release/rust-pull"
+  [rust]="$ROOT/target/release/vicpull-pull"
   [c]="$ROOT/build/pull"
   [cpp]="$ROOT/build/cpp/pull-cpp"
   [go]="$ROOT/build/go/vicpull-pull"
