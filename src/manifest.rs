@@ -20,8 +20,14 @@ application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.v2+json";
 
-/// Largest manifest, index or config we read.
+/// Largest manifest or index we read.
 pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
+/// Most layers an image may have (Docker's own limit is 127 on overlay).
+pub const MAX_LAYERS: usize = 1000;
+/// Most entries an index may list.
+pub const MAX_INDEX_ENTRIES: usize = 1000;
+/// Indexes followed inside an index before we give up.
+pub const MAX_INDEX_DEPTH: usize = 4;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -70,7 +76,7 @@ pub struct Index {
 
 #[derive(Clone, Debug)]
 pub enum Parsed {
-    Image(ImageManifest),
+    Image(Box<ImageManifest>),
     Index(Index),
 }
 
@@ -151,18 +157,29 @@ pub fn parse(body: &[u8], content_type: Option<&str>, what: &str) -> Result<Pars
         let manifests = raw
             .manifests
             .ok_or_else(|| conflict("the body has no manifests"))?;
+        if manifests.len() > MAX_INDEX_ENTRIES {
+            return Err(too_many(
+                what,
+                "index entries",
+                manifests.len(),
+                MAX_INDEX_ENTRIES,
+            ));
+        }
         Ok(Parsed::Index(Index {
             media_type,
             manifests,
         }))
     } else if is_image_type(&media_type) {
         match (raw.config, raw.layers) {
+            (Some(_), Some(layers)) if layers.len() > MAX_LAYERS => {
+                Err(too_many(what, "layers", layers.len(), MAX_LAYERS))
+            }
             (Some(config), Some(layers)) if raw.manifests.is_none() => {
-                Ok(Parsed::Image(ImageManifest {
+                Ok(Parsed::Image(Box::new(ImageManifest {
                     media_type,
                     config,
                     layers,
-                }))
+                })))
             }
             _ => Err(conflict("the body is not an image manifest")),
         }
@@ -174,6 +191,13 @@ pub fn parse(body: &[u8], content_type: Option<&str>, what: &str) -> Result<Pars
     }
 }
 
+fn too_many(what: &str, things: &str, n: usize, max: usize) -> Error {
+    Error::new(
+        ErrorKind::Unsupported,
+        format!("manifest for {what} lists {n} {things}, more than the {max} we accept"),
+    )
+}
+
 fn is_attestation(d: &Descriptor) -> bool {
     let annotated = d
         .annotations
@@ -183,28 +207,35 @@ fn is_attestation(d: &Descriptor) -> bool {
     annotated || unknown
 }
 
-/// Pick the entry for `want`; when several match, the newest Windows build wins.
+/// Pick the entry for `want`: the best rank (exact variant before an arm
+/// fallback, exact Windows build before none named), then the newest
+/// os.version, then the smallest digest, so the order of the entries never
+/// changes the choice. A nested index without a platform is followed only
+/// when no image matches.
 pub fn select_platform<'a>(
     index: &'a Index,
     want: &Platform,
     what: &str,
 ) -> Result<&'a Descriptor> {
-    let best = index
-        .manifests
-        .iter()
-        .filter(|d| !is_attestation(d))
-        .filter(|d| d.platform.as_ref().is_some_and(|p| want.matches(p)))
-        .max_by_key(|d| {
-            let v = d
-                .platform
-                .as_ref()
-                .and_then(|p| p.os_version.clone())
-                .unwrap_or_default();
-            v.split('.')
-                .map(|n| n.parse::<u64>().unwrap_or(0))
-                .collect::<Vec<_>>()
-        });
-    best.ok_or_else(|| {
+    let version = |d: &Descriptor| -> Vec<u64> {
+        let v = d.platform.as_ref().and_then(|p| p.os_version.clone());
+        let v = v.unwrap_or_default();
+        v.split('.')
+            .map(|n| n.parse::<u64>().unwrap_or(0))
+            .collect()
+    };
+    let candidates = index.manifests.iter().filter(|d| !is_attestation(d));
+    let ranked = candidates.filter_map(|d| match &d.platform {
+        Some(p) => want.rank(p).map(|r| (r, d)),
+        None if is_index_type(&d.media_type) => Some((u32::MAX, d)),
+        None => None,
+    });
+    let best = ranked.min_by(|(ra, a), (rb, b)| {
+        ra.cmp(rb)
+            .then_with(|| version(b).cmp(&version(a)))
+            .then_with(|| a.digest.cmp(&b.digest))
+    });
+    best.map(|(_, d)| d).ok_or_else(|| {
         let available: Vec<String> = index
             .manifests
             .iter()
@@ -255,6 +286,9 @@ fn oci_layer_type(t: &str) -> &str {
             "application/vnd.oci.image.layer.v1.tar+gzip"
         }
         "application/vnd.docker.image.rootfs.diff.tar" => "application/vnd.oci.image.layer.v1.tar",
+        "application/vnd.docker.image.rootfs.diff.tar.zstd" => {
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        }
         "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
             "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
         }
@@ -292,6 +326,7 @@ pub fn as_oci(image: &ImageManifest) -> Option<Vec<u8>> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LayerEncoding {
     Gzip,
+    Zstd,
     Plain,
 }
 
@@ -301,10 +336,13 @@ pub fn layer_encoding(media_type: &str) -> Result<LayerEncoding> {
         | "application/vnd.oci.image.layer.v1.tar+gzip"
         | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
         | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Ok(LayerEncoding::Gzip),
+        // Docker's type is not in any spec, but BuildKit emits it.
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+        | "application/vnd.docker.image.rootfs.diff.tar.zstd"
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Ok(LayerEncoding::Zstd),
         "application/vnd.oci.image.layer.v1.tar"
         | "application/vnd.docker.image.rootfs.diff.tar"
         | "application/vnd.oci.image.layer.nondistributable.v1.tar" => Ok(LayerEncoding::Plain),
-        // TODO: zstd layers are refused instead of decoded.
         other => Err(Error::new(
             ErrorKind::Unsupported,
             format!("unsupported layer media type {other}"),

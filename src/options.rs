@@ -84,6 +84,9 @@ pub struct PullOptions {
     /// Longest Retry-After waited out (default 60); longer fails at once.
     #[serde(default = "default_max_wait")]
     pub max_retry_wait_secs: u64,
+    /// Fetch foreign (non-distributable) layers from their own URLs.
+    #[serde(default)]
+    pub allow_foreign_layers: bool,
 }
 
 fn default_max_wait() -> u64 {
@@ -187,6 +190,7 @@ impl PullOptions {
             self.docker_config,
             self.credential_helpers_dir,
             self.max_retry_wait_secs,
+            self.allow_foreign_layers,
         )?;
         if !(1..=64).contains(&self.max_concurrent_downloads) {
             return Err(Error::invalid(
@@ -208,7 +212,9 @@ impl PullOptions {
             _ => return Err(Error::invalid("options: username and password go together")),
         };
         if !(1..=3600).contains(&self.low_speed_time_secs) {
-            return Err(Error::invalid("options: low_speed_time_secs must be 1 to 3600"));
+            return Err(Error::invalid(
+                "options: low_speed_time_secs must be 1 to 3600",
+            ));
         }
         let low_speed = crate::transfer::LowSpeed {
             bytes_per_sec: self.low_speed_limit,

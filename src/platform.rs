@@ -71,21 +71,41 @@ impl Platform {
     }
 
     /// Whether an index entry for `candidate` can run where `self` is wanted.
-    /// Windows os.version is compared on its build number only.
     pub fn matches(&self, candidate: &Platform) -> bool {
+        self.rank(candidate).is_some()
+    }
+
+    /// How well `candidate` fits where `self` is wanted: None when it cannot
+    /// run, else lower is better. An arm/v7 host also runs v6 and v5 images,
+    /// after any v7 one. Windows os.version is compared on its build number
+    /// only; an entry that names no version is taken after exact builds.
+    pub fn rank(&self, candidate: &Platform) -> Option<u32> {
         let want = self.normalized();
         let have = candidate.normalized();
         if want.os != have.os || want.architecture != have.architecture {
-            return false;
+            return None;
         }
-        if want.variant != have.variant {
-            return false;
+        let mut rank = if want.variant == have.variant {
+            0
+        } else {
+            arm_fallback(want.variant.as_deref(), have.variant.as_deref())?
+        };
+        if want.os == "windows" {
+            match (&want.os_version, &have.os_version) {
+                (Some(w), Some(h)) if windows_build(w) != windows_build(h) => return None,
+                (Some(_), None) => rank += 10,
+                _ => {}
+            }
         }
-        match (&want.os_version, &have.os_version) {
-            (Some(w), Some(h)) if want.os == "windows" => windows_build(w) == windows_build(h),
-            _ => true,
-        }
+        Some(rank)
     }
+}
+
+/// 32-bit arm runs older variants: v7 takes v6 (rank 1), then v5 (rank 2).
+fn arm_fallback(want: Option<&str>, have: Option<&str>) -> Option<u32> {
+    let level = |v: Option<&str>| v?.strip_prefix('v')?.parse::<u32>().ok();
+    let (w, h) = (level(want)?, level(have)?);
+    (h < w && (5..=7).contains(&h) && w <= 8).then(|| w - h)
 }
 
 fn windows_build(v: &str) -> Option<&str> {
@@ -122,7 +142,10 @@ mod tests {
         assert_eq!(p("linux/x86_64"), p("linux/amd64"));
         assert_eq!(p("linux/arm").variant.as_deref(), Some("v7"));
         assert!(p("linux/arm64/v8").matches(&p("linux/arm64")));
-        assert!(!p("linux/arm").matches(&p("linux/arm/v6")));
+        assert_eq!(p("linux/arm").rank(&p("linux/arm/v7")), Some(0));
+        assert_eq!(p("linux/arm").rank(&p("linux/arm/v6")), Some(1));
+        assert_eq!(p("linux/arm/v6").rank(&p("linux/arm/v7")), None);
+        assert_eq!(p("linux/arm64").rank(&p("linux/arm/v7")), None);
         assert!(Platform::parse("linux").is_err());
     }
 

@@ -96,7 +96,10 @@ pub struct LayerCommit {
 pub enum Event {
     Progress(Progress),
     /// Ask the host's commit hook; it answers Ok or the host's message.
-    Commit(LayerCommit, tokio::sync::oneshot::Sender<Result<(), String>>),
+    Commit(
+        LayerCommit,
+        tokio::sync::oneshot::Sender<Result<(), String>>,
+    ),
     Done(Result<PullResult, Error>),
 }
 

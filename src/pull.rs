@@ -147,6 +147,7 @@ async fn run(
     let (image, image_bytes, image_digest, platform) =
         resolve(&client, top, &top_digest, o, &shown).await?;
 
+    client.note_foreign(&image.layers);
     let config_digest = image.config.parsed_digest()?;
     let config = match store.verified(&config_digest, image.config.size) {
         Some(_) => std::fs::read(store.blob_path(&config_digest))
@@ -243,7 +244,7 @@ async fn resolve(
     for _ in 0..=manifest::MAX_INDEX_DEPTH {
         let what = format!("{shown} (index {digest})");
         let index = match manifest::parse(&bytes, content_type.as_deref(), shown)? {
-            Parsed::Image(m) => return Ok((m, bytes, digest, platform)),
+            Parsed::Image(m) => return Ok((*m, bytes, digest, platform)),
             Parsed::Index(index) => index,
         };
         let d = manifest::select_platform(&index, &o.platform, &what)?.clone();

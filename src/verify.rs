@@ -1,6 +1,7 @@
 //! One streaming pass per blob: sha256 of the bytes as sent and, for layers,
 //! the diffID (sha256 of the uncompressed tar). Memory is constant whatever
-//! the layer size: each chunk is hashed, inflated and dropped.
+//! the layer size: each chunk is hashed, inflated and dropped. The first
+//! bytes are kept to tell a layer whose media type lies about its encoding.
 
 use crate::digest::Digest;
 use crate::manifest::LayerEncoding;
@@ -32,10 +33,19 @@ enum Diff {
     /// An uncompressed tar: the diffID is the blob digest.
     SameAsBlob,
     Gzip {
-        decoder: MultiGzDecoder<HashWriter>,
+        decoder: Box<MultiGzDecoder<HashWriter>>,
+        error: Option<String>,
+    },
+    /// Every frame of the stream is decoded, as for multi-member gzip.
+    Zstd {
+        /// None only when libzstd could not start one (out of memory).
+        decoder: Option<Box<zstd::stream::write::Decoder<'static, HashWriter>>>,
         error: Option<String>,
     },
 }
+
+/// Bytes kept from the start of a blob: enough for the tar magic at 257.
+const HEAD: usize = 262;
 
 pub struct BlobHasher {
     blob: Sha256,
@@ -59,17 +69,25 @@ impl BlobHasher {
             None => Diff::None,
             Some(LayerEncoding::Plain) => Diff::SameAsBlob,
             Some(LayerEncoding::Gzip) => Diff::Gzip {
-                decoder: MultiGzDecoder::new(HashWriter {
-                    hash: Sha256::new(),
-                    bytes: 0,
-                }),
+                decoder: Box::new(MultiGzDecoder::new(HashWriter::new())),
                 error: None,
+            },
+            Some(LayerEncoding::Zstd) => match zstd::stream::write::Decoder::new(HashWriter::new())
+            {
+                Ok(d) => Diff::Zstd {
+                    decoder: Some(Box::new(d)),
+                    error: None,
+                },
+                Err(e) => Diff::Zstd {
+                    decoder: None,
+                    error: Some(format!("cannot start a zstd decoder: {e}")),
+                },
             },
         };
         BlobHasher {
             blob: Sha256::new(),
             size: 0,
-            head: Vec::with_capacity(8),
+            head: Vec::with_capacity(HEAD),
             diff,
         }
     }
@@ -80,6 +98,7 @@ impl BlobHasher {
             Diff::None => None,
             Diff::SameAsBlob => Some(LayerEncoding::Plain),
             Diff::Gzip { .. } => Some(LayerEncoding::Gzip),
+            Diff::Zstd { .. } => Some(LayerEncoding::Zstd),
         };
         BlobHasher::new(encoding)
     }
@@ -91,39 +110,55 @@ impl BlobHasher {
     pub fn update(&mut self, chunk: &[u8]) {
         self.blob.update(chunk);
         self.size += chunk.len() as u64;
-        if self.head.len() < 8 {
-            let take = (8 - self.head.len()).min(chunk.len());
+        if self.head.len() < HEAD {
+            let take = (HEAD - self.head.len()).min(chunk.len());
             self.head.extend_from_slice(&chunk[..take]);
         }
-        if let Diff::Gzip { decoder, error } = &mut self.diff {
-            // A broken stream is reported after the digest check, which
-            // decides whether the bytes or the media type are to blame.
-            if error.is_none() {
-                if let Err(e) = decoder.write_all(chunk) {
-                    *error = Some(e.to_string());
-                }
+        // A broken stream is reported after the digest check, which
+        // decides whether the bytes or the media type are to blame.
+        let (written, error) = match &mut self.diff {
+            Diff::Gzip { decoder, error } => {
+                (error.is_none().then(|| decoder.write_all(chunk)), error)
             }
+            Diff::Zstd {
+                decoder: Some(decoder),
+                error,
+            } => (error.is_none().then(|| decoder.write_all(chunk)), error),
+            Diff::Zstd { decoder: None, .. } => return,
+            Diff::None | Diff::SameAsBlob => return,
+        };
+        if let Some(Err(e)) = written {
+            *error = Some(e.to_string());
         }
     }
 
     pub fn finish(self) -> Verified {
         let digest = Digest::from_hasher(self.blob);
+        let head = &self.head;
         let diff_id = match self.diff {
             Diff::None => None,
-            Diff::SameAsBlob => Some(Ok(digest.clone())),
+            Diff::SameAsBlob => Some(match magic(head) {
+                m @ (Magic::Gzip | Magic::Zstd) => Err(problem("uncompressed tar", m, None)),
+                _ => Ok(digest.clone()),
+            }),
             Diff::Gzip { mut decoder, error } => {
-                let error = match error {
-                    Some(e) => Some(e),
-                    None => decoder.try_finish().err().map(|e| e.to_string()),
-                };
+                let error = error.or_else(|| decoder.try_finish().err().map(|e| e.to_string()));
                 Some(match error {
-                    Some(e) => Err(gzip_problem(&self.head, &e)),
+                    Some(e) => Err(problem("gzip", magic(head), Some(&e))),
                     None => match decoder.finish() {
                         Ok(w) => Ok(Digest::from_hasher(w.hash)),
-                        Err(e) => Err(gzip_problem(&self.head, &e.to_string())),
+                        Err(e) => Err(problem("gzip", magic(head), Some(&e.to_string()))),
                     },
                 })
             }
+            Diff::Zstd { decoder, error } => Some(match (error, decoder) {
+                (Some(e), _) => Err(problem("zstd", magic(head), Some(&e))),
+                (None, None) => Err("no zstd decoder".to_string()),
+                (None, Some(d)) => match d.finish() {
+                    Ok(w) => Ok(Digest::from_hasher(w.hash)),
+                    Err(e) => Err(problem("zstd", magic(head), Some(&e.to_string()))),
+                },
+            }),
         };
         Verified {
             digest,
@@ -133,18 +168,52 @@ impl BlobHasher {
     }
 }
 
-/// Name what the bytes look like, so "declared gzip, got zstd" is obvious.
-fn gzip_problem(head: &[u8], err: &str) -> String {
-    let magic = if head.starts_with(&[0x1f, 0x8b]) {
-        "gzip"
+/// What the first bytes of a blob say it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Magic {
+    Gzip,
+    Zstd,
+    Tar,
+    Empty,
+    Unknown,
+}
+
+fn magic(head: &[u8]) -> Magic {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Magic::Gzip
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        "zstd"
+        Magic::Zstd
+    } else if head.get(257..262) == Some(b"ustar") {
+        Magic::Tar
     } else if head.is_empty() {
-        "an empty blob"
+        Magic::Empty
     } else {
-        "neither gzip nor zstd (plain tar?)"
+        Magic::Unknown
+    }
+}
+
+/// Name what the bytes look like, so "declared gzip, got zstd" is obvious.
+fn problem(declared: &str, found: Magic, err: Option<&str>) -> String {
+    let found = match found {
+        Magic::Gzip => "gzip (magic 1f 8b)",
+        Magic::Zstd => "zstd (magic 28 b5 2f fd)",
+        Magic::Tar => "an uncompressed tar (ustar at 257)",
+        Magic::Empty => "an empty blob",
+        Magic::Unknown => "neither gzip, zstd nor tar",
     };
-    format!("declared gzip but the bytes are {magic}: {err}")
+    match err {
+        Some(e) => format!("declared {declared} but the bytes are {found}: {e}"),
+        None => format!("declared {declared} but the bytes are {found}"),
+    }
+}
+
+impl HashWriter {
+    fn new() -> HashWriter {
+        HashWriter {
+            hash: Sha256::new(),
+            bytes: 0,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -194,5 +263,45 @@ mod tests {
         h.update(&[0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0, 0]);
         let err = h.finish().diff_id.unwrap().unwrap_err();
         assert!(err.contains("zstd"), "{err}");
+    }
+
+    #[test]
+    fn s15_zstd_frames_and_declared_type_lies() {
+        let tar = vec![7u8; 3000];
+        let mut both = zstd::bulk::compress(&tar[..1000], 3).unwrap();
+        both.extend(zstd::bulk::compress(&tar[1000..], 3).unwrap());
+        let mut h = BlobHasher::new(Some(LayerEncoding::Zstd));
+        for c in both.chunks(7) {
+            h.update(c);
+        }
+        assert_eq!(h.finish().diff_id.unwrap().unwrap(), Digest::of(&tar));
+
+        // A truncated frame is not a complete layer.
+        let mut h = BlobHasher::new(Some(LayerEncoding::Zstd));
+        h.update(&both[..both.len() - 3]);
+        assert!(h.finish().diff_id.unwrap().is_err());
+
+        let mut h = BlobHasher::new(Some(LayerEncoding::Zstd));
+        h.update(&EMPTY_GZ);
+        let err = h.finish().diff_id.unwrap().unwrap_err();
+        assert!(
+            err.contains("declared zstd") && err.contains("gzip (magic 1f 8b)"),
+            "{err}"
+        );
+
+        let mut h = BlobHasher::new(Some(LayerEncoding::Plain));
+        h.update(&both);
+        let err = h.finish().diff_id.unwrap().unwrap_err();
+        assert!(
+            err.contains("declared uncompressed tar") && err.contains("zstd"),
+            "{err}"
+        );
+
+        let mut plain = vec![0u8; 1024];
+        plain[257..262].copy_from_slice(b"ustar");
+        let mut h = BlobHasher::new(Some(LayerEncoding::Gzip));
+        h.update(&plain);
+        let err = h.finish().diff_id.unwrap().unwrap_err();
+        assert!(err.contains("an uncompressed tar (ustar at 257)"), "{err}");
     }
 }

@@ -325,7 +325,11 @@ fn cancel_during_big_layer_is_prompt_and_keeps_only_a_resumable_partial() {
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, [format!("{hex}.partial")], "ingest holds more than the partial");
+    assert_eq!(
+        names,
+        [format!("{hex}.partial")],
+        "ingest holds more than the partial"
+    );
     assert!(!env.store().join("blobs/sha256").join(hex).exists());
 }
 

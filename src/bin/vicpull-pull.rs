@@ -9,8 +9,7 @@
 use vicpull::options::PullOptions;
 use vicpull::progress::Event;
 
-const USAGE: &str =
-    "usage: vicpull-pull REF --store DIR [--plain-http] [--platform P] [--json]\n\
+const USAGE: &str = "usage: vicpull-pull REF --store DIR [--plain-http] [--platform P] [--json]\n\
      \x20      vicpull-pull OPTIONS_JSON";
 
 fn usage() -> ! {

@@ -73,7 +73,22 @@ pub struct vic_pull_status {
 /// connection slower than that over that window is replaced and resumed,
 /// `partial_max_age_secs` (default 604800) and `partial_max_bytes` (default
 /// 8 GiB): limits for kept partial downloads, applied when a store is first
-/// used in the process. Unknown keys and wrong types are INVALID_ARGUMENT.
+/// used in the process, `os_version` (Windows host build such as
+/// "10.0.20348.1234": index entries must match its build number),
+/// `registries` (object keyed by "host[:port]" or "docker.io", each with
+/// `mirrors` (list of "http(s)://host[:port][/prefix]" tried in order before
+/// the registry), `insecure` (TLS without verification), `ca_file`,
+/// `client_cert` + `client_key` (PEM paths)), `ca_file` (extra PEM roots for
+/// every registry), `certs_dir` (Docker certs.d layout: ".crt" files and
+/// ".cert" + ".key" pairs in "<dir>/<host:port>/"), `docker_config` (path of
+/// a Docker config.json, or false; default $DOCKER_CONFIG/config.json or
+/// ~/.docker/config.json, read only when a registry asks for credentials),
+/// `credential_helpers_dir` (searched for docker-credential-* before PATH),
+/// `max_retry_wait_secs` (0-3600, default 60: the longest Retry-After waited
+/// out; a longer one fails at once with RATE_LIMITED),
+/// `allow_foreign_layers` (default false: fetch non-distributable layers
+/// from the URLs their descriptors list, before the registry). Unknown keys
+/// and wrong types are INVALID_ARGUMENT.
 ///
 /// `callbacks` may be NULL (poll instead); it is copied, so the struct may
 /// be freed after the call, but `user_data` must stay valid until the

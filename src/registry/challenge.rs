@@ -129,9 +129,10 @@ mod tests {
             ("basic", "bearer")
         );
         assert_eq!(c[1].param("scope"), Some("x"));
-        let f = parse(
-            r#"Bearer realm="A",error="invalid_token",error_description="bad \"x\", y",service="reg.test",scope="repository:fx/app:pull""#,
-        );
+        let f = parse(concat!(
+            r#"Bearer realm="A",error="invalid_token",error_description="bad \"x\", y","#,
+            r#"service="reg.test",scope="repository:fx/app:pull""#
+        ));
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].param("error_description"), Some(r#"bad "x", y"#));
         assert_eq!(f[0].param("scope"), Some("repository:fx/app:pull"));

@@ -2,30 +2,23 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use futures_util::StreamExt;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 pub const USER_AGENT: &str = concat!("vicpull/", env!("CARGO_PKG_VERSION"));
-const MAX_REDIRECTS: usize = 10;
+/// Redirect hops followed for one request (Go's default, so Docker's).
+pub const MAX_REDIRECTS: usize = 10;
 
 /// Shared by every pull so connections are reused. reqwest drops
-/// Authorization when a redirect leaves the origin, and decompresses
-/// nothing because no compression feature is enabled: digests cover the
-/// bytes as sent.
+/// Authorization when a redirect leaves the origin (host or port), and
+/// decompresses nothing because no compression feature is enabled: digests
+/// cover the bytes as sent.
 pub fn client() -> Result<reqwest::Client> {
     static CLIENT: OnceLock<std::result::Result<reqwest::Client, String>> = OnceLock::new();
     CLIENT
-        .get_or_init(|| {
-            reqwest::Client::builder()
-                .user_agent(USER_AGENT)
-                .connect_timeout(Duration::from_secs(30))
-                .read_timeout(Duration::from_secs(60))
-                .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
-                .build()
-                .map_err(|e| e.to_string())
-        })
+        .get_or_init(|| builder().build().map_err(|e| e.to_string()))
         .clone()
         .map_err(|e| {
             Error::new(
@@ -35,12 +28,30 @@ pub fn client() -> Result<reqwest::Client> {
         })
 }
 
+/// The settings every client shares; TLS material is added per host.
+pub fn builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .connect_timeout(Duration::from_secs(30))
+        .read_timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            if attempt.previous().len() > MAX_REDIRECTS {
+                let why = format!("more than {MAX_REDIRECTS} redirects");
+                return attempt.error(why);
+            }
+            match super::guard::refused(attempt.url()) {
+                Some(why) => attempt.error(format!("redirect refused: {why}")),
+                None => attempt.follow(),
+            }
+        }))
+}
+
 /// Read a body, failing as soon as it passes `cap` bytes.
 pub async fn read_capped(resp: reqwest::Response, cap: usize) -> Result<Vec<u8>> {
+    let url = super::guard::shown(resp.url());
     if resp.content_length().is_some_and(|n| n > cap as u64) {
-        return Err(too_big(resp.url().as_str(), cap));
+        return Err(too_big(&url, cap));
     }
-    let url = resp.url().to_string();
     let mut out = Vec::new();
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
@@ -62,22 +73,36 @@ fn too_big(url: &str, cap: usize) -> Error {
 
 pub fn network(what: &str, e: &reqwest::Error) -> Error {
     // Walk the source chain: reqwest's own text ("error sending request")
-    // hides the cause a person needs ("connection refused").
-    let mut msg = e.to_string();
+    // hides the cause a person needs ("connection refused"). The URL is
+    // shown without its query, which holds the secret of a signed URL.
+    let mut msg = match e.url() {
+        Some(u) => format!("{} ({})", super::guard::shown(u), error_text(e)),
+        None => error_text(e),
+    };
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
         msg.push_str(": ");
         msg.push_str(&s.to_string());
         src = s.source();
     }
-    Error::transient(ErrorKind::Network, format!("{what}: {msg}"))
+    let mut err = Error::transient(ErrorKind::Network, format!("{what}: {msg}"));
+    // A certificate that does not verify will not verify on the next try.
+    err.transient = !msg.contains("invalid peer certificate");
+    err
 }
 
-/// Seconds to wait from a Retry-After header (delta-seconds form).
+/// reqwest's own text for `e`, without the URL it would append.
+fn error_text(e: &reqwest::Error) -> String {
+    let mut bare = e.to_string();
+    if let Some(u) = e.url() {
+        bare = bare.replace(&format!(" for url ({u})"), "");
+    }
+    bare
+}
+
+/// How long a Retry-After asks us to wait (seconds or HTTP-date).
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    // TODO: Retry-After in HTTP-date form is ignored (falls back to backoff).
-    let v = headers.get(RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+    super::ratelimit::retry_after(headers)
 }
 
 /// Turn a non-success answer into an error of the right kind; 429 and 5xx

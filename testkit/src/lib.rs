@@ -25,6 +25,7 @@ pub mod image;
 pub mod proxy;
 pub mod registry;
 pub mod rng;
+pub mod stub;
 mod tempdir;
 mod wire;
 
@@ -35,4 +36,5 @@ pub use image::{
 };
 pub use proxy::FaultProxy;
 pub use registry::{Registry, RegistryOptions};
+pub use stub::{Reply, Stub, StubRequest};
 pub use tempdir::TempDir;

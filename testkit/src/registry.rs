@@ -27,12 +27,18 @@ pub struct RegistryOptions {
     pub dir: Option<PathBuf>,
     /// Listen on this port. `None` picks a free one.
     pub port: Option<u16>,
-    /// Require HTTP basic auth with this user and password.
-    // TODO: htpasswd auth is not implemented (needs a bcrypt hash); start_with panics if set.
+    /// Require HTTP basic auth with this user and password (an htpasswd file made with
+    /// `htpasswd -B`, from apache2-utils).
     pub basic_auth: Option<(String, String)>,
-    /// Run as a pull-through cache of this upstream registry ("127.0.0.1:PORT").
-    // TODO: proxy (pull-through cache) mode is not implemented; start_with panics if set.
+    /// Run as a pull-through cache of this upstream registry ("http://127.0.0.1:PORT").
     pub proxy_of: Option<String>,
+    /// Serve HTTPS with this PEM certificate and key.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// With `tls`: require client certificates signed by this PEM CA.
+    pub client_ca: Option<PathBuf>,
+    /// Write an access log line per request (Apache combined format) to `registry.log`.
+    /// Off by default; benchmarks turn it on to count blob GETs.
+    pub access_log: bool,
 }
 
 impl RegistryOptions {
@@ -52,6 +58,36 @@ impl RegistryOptions {
         self.port = Some(port);
         self
     }
+
+    /// Require basic auth (htpasswd) with this user and password.
+    pub fn basic_auth(mut self, user: &str, password: &str) -> RegistryOptions {
+        self.basic_auth = Some((user.to_string(), password.to_string()));
+        self
+    }
+
+    /// Be a pull-through cache of `upstream` ("http://127.0.0.1:PORT").
+    pub fn proxy_of(mut self, upstream: &str) -> RegistryOptions {
+        self.proxy_of = Some(upstream.to_string());
+        self
+    }
+
+    /// Serve HTTPS with this certificate and key (PEM files).
+    pub fn tls(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> RegistryOptions {
+        self.tls = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// Require client certificates signed by this CA (PEM); needs `tls`.
+    pub fn client_ca(mut self, ca: impl Into<PathBuf>) -> RegistryOptions {
+        self.client_ca = Some(ca.into());
+        self
+    }
+
+    /// Log every request to `registry.log`, one line each, as the request ends.
+    pub fn access_log(mut self, on: bool) -> RegistryOptions {
+        self.access_log = on;
+        self
+    }
 }
 
 /// A running registry. Dropping it kills the process and removes its temp dir.
@@ -61,6 +97,8 @@ impl RegistryOptions {
 #[derive(Debug)]
 pub struct Registry {
     addr: String,
+    /// Serving HTTPS: readiness is a TCP connect, the kit's client speaks plain HTTP only.
+    tls: bool,
     dir: PathBuf,
     child: Child,
     /// Dropping the sender lets the keeper thread end; see `spawn_kept`.
@@ -78,15 +116,6 @@ impl Registry {
 
     /// Starts a registry as `opts` says; panics on failure like [`Registry::start`].
     pub fn start_with(opts: RegistryOptions) -> Registry {
-        assert!(
-            opts.basic_auth.is_none(),
-            "testkit: registry basic auth is not implemented"
-        );
-        assert!(
-            opts.proxy_of.is_none(),
-            "testkit: registry proxy mode is not implemented"
-        );
-
         let (mut temp, dir) = match &opts.dir {
             Some(d) => {
                 fs::create_dir_all(d).unwrap_or_else(|e| panic!("create {}: {e}", d.display()));
@@ -106,10 +135,11 @@ impl Registry {
         for _ in 0..attempts {
             let port = opts.port.unwrap_or_else(free_port);
             let addr = format!("127.0.0.1:{port}");
-            write_config(&dir, &addr);
+            write_config(&dir, &addr, &opts);
             let (child, keeper) = spawn_kept(&dir);
             let mut reg = Registry {
                 addr,
+                tls: opts.tls.is_some(),
                 dir: dir.clone(),
                 child,
                 keeper: Some(keeper),
@@ -161,8 +191,13 @@ impl Registry {
             if let Some(status) = self.exited() {
                 return Err(format!("registry exited with {status}\n{}", self.log()));
             }
-            if let Ok(r) = http::request(&self.addr, "GET", "/v2/", &[], &[]) {
-                if r.status == 200 {
+            if self.tls {
+                if std::net::TcpStream::connect(&self.addr).is_ok() {
+                    return Ok(());
+                }
+            } else if let Ok(r) = http::request(&self.addr, "GET", "/v2/", &[], &[]) {
+                // 401: ready, and asking for the credentials it was told to want.
+                if r.status == 200 || r.status == 401 {
                     return Ok(());
                 }
             }
@@ -194,16 +229,43 @@ fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
-fn write_config(dir: &Path, addr: &str) {
+fn write_config(dir: &Path, addr: &str, opts: &RegistryOptions) {
     let data = dir.join("data");
     fs::create_dir_all(&data).unwrap_or_else(|e| panic!("create {}: {e}", data.display()));
-    // Access logs and upload purging are off: tests want a quiet, deterministic registry.
+    let mut extra = String::new();
+    if let Some(upstream) = &opts.proxy_of {
+        extra.push_str(&format!("proxy:\n  remoteurl: {}\n", yaml_quote(upstream)));
+    }
+    if let Some((user, password)) = &opts.basic_auth {
+        let file = dir.join("htpasswd");
+        write_htpasswd(&file, user, password);
+        extra.push_str(&format!(
+            "auth:\n  htpasswd:\n    realm: testkit\n    path: {}\n",
+            yaml_quote(&file.display().to_string())
+        ));
+    }
+    let mut http_extra = String::new();
+    if let Some((cert, key)) = &opts.tls {
+        http_extra.push_str(&format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            yaml_quote(&cert.display().to_string()),
+            yaml_quote(&key.display().to_string())
+        ));
+        if let Some(ca) = &opts.client_ca {
+            http_extra.push_str(&format!(
+                "    clientcas:\n      - {}\n",
+                yaml_quote(&ca.display().to_string())
+            ));
+        }
+    }
+    // Upload purging and, unless asked for, access logs are off: tests want a quiet,
+    // deterministic registry.
     let config = format!(
         "version: 0.1
 log:
   level: error
   accesslog:
-    disabled: true
+    disabled: {}
 storage:
   filesystem:
     rootdirectory: {}
@@ -214,11 +276,24 @@ storage:
       enabled: false
 http:
   addr: {addr}
-",
+{http_extra}{extra}",
+        !opts.access_log,
         yaml_quote(&data.display().to_string())
     );
     let path = dir.join("config.yml");
     fs::write(&path, config).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// Writes a one-user htpasswd file with a bcrypt hash, the only kind distribution accepts.
+fn write_htpasswd(file: &Path, user: &str, password: &str) {
+    let out = Command::new("htpasswd")
+        .args(["-nbB", user, password])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("testkit: cannot run htpasswd (apt install apache2-utils): {e}")
+        });
+    assert!(out.status.success(), "testkit: htpasswd failed: {out:?}");
+    fs::write(file, &out.stdout).unwrap_or_else(|e| panic!("write {}: {e}", file.display()));
 }
 
 /// A single-quoted YAML scalar, so paths with spaces or colons stay one value.

@@ -5,6 +5,7 @@ use std::thread;
 use reqwest::blocking::Client;
 use vicpull_testkit::{
     push_image, push_index, sha256_digest, Format, ImageSpec, Layer, Platform, Registry,
+    RegistryOptions,
 };
 
 fn client() -> Client {
@@ -99,4 +100,28 @@ fn registry_outlives_the_thread_that_started_it() {
     let dir = reg.dir().to_path_buf();
     drop(reg);
     assert!(!dir.exists(), "temp dir {} left behind", dir.display());
+}
+
+#[test]
+fn access_log_records_blob_gets_only_when_asked() {
+    let blob_get = |reg: &Registry, digest: &str| {
+        let url = format!("{}/v2/logged/blobs/{digest}", reg.url());
+        assert_eq!(client().get(url).send().unwrap().status().as_u16(), 200);
+        // The line is written as the handler returns, a moment after the body went out.
+        let want = format!("\"GET /v2/logged/blobs/{digest} HTTP/1.1\" 200");
+        (0..100).any(|_| {
+            thread::sleep(std::time::Duration::from_millis(10));
+            reg.log().contains(&want)
+        })
+    };
+    let layer = Layer::random(4096, 3);
+    let spec = ImageSpec::new(vec![layer.clone()]);
+
+    let logged = Registry::start_with(RegistryOptions::new().access_log(true));
+    push_image(logged.addr(), "logged", "v1", &spec);
+    assert!(blob_get(&logged, layer.digest()), "log:\n{}", logged.log());
+
+    let quiet = Registry::start();
+    push_image(quiet.addr(), "logged", "v1", &spec);
+    assert!(!blob_get(&quiet, layer.digest()), "log:\n{}", quiet.log());
 }

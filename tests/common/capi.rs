@@ -94,9 +94,14 @@ unsafe extern "C" fn on_commit(
     enter(&mut s);
     // SAFETY: NUL-terminated strings (diff_id may be NULL).
     let text = |c: *const c_char| unsafe {
-        if c.is_null() { String::new() } else { CStr::from_ptr(c).to_string_lossy().into() }
+        if c.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(c).to_string_lossy().into()
+        }
     };
-    s.commits.push((text(l.digest), text(l.diff_id), text(l.path)));
+    s.commits
+        .push((text(l.digest), text(l.diff_id), text(l.path)));
     if s.refuse_at == Some(s.commits.len() - 1) {
         let msg = b"disk image full\0";
         assert!(err_len >= msg.len());

@@ -8,18 +8,23 @@ use std::time::Duration;
 use vicpull_testkit::{bench, push_image, Format, ImageSpec, Layer, Registry, RegistryOptions};
 
 const USAGE: &str = "usage:
-  testkit registry --dir DIR [--port P]
+  testkit registry --dir DIR [--port P] [--access-log]
       run a registry with its files in DIR; print 127.0.0.1:PORT once it answers;
-      stay in the foreground until SIGTERM, SIGINT or SIGHUP, which stop the registry too
+      stay in the foreground until SIGTERM, SIGINT or SIGHUP, which stop the registry too;
+      --access-log writes one line per request to DIR/registry.log
   testkit seed --registry ADDR --repo REPO --tag TAG --from PATH [--from PATH...]
                [--layer-bytes N] [--format docker|oci]
       push an image with one gzip layer per --from path (real files, at most N bytes of
       content each, default 8M); print the manifest digest
   testkit bench-image --registry ADDR --repo REPO --tag TAG --seed S --layers N
-                      --layer-bytes B [--format docker|oci]
+                      --layer-bytes B [--format docker|oci] [--base-seed S0 --base-layers K]
       push an image of N seeded layers of B content bytes, gzip ratio about 2.6;
+      with a base, the first K layers come from seed S0 (shared by images on that base);
       print the manifest digest
 sizes take a K, M or G suffix (powers of 1024)";
+
+/// Flags that take no value; they parse as "true".
+const SWITCHES: [&str; 1] = ["access-log"];
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -47,8 +52,10 @@ fn main() -> ExitCode {
 }
 
 fn registry(flags: &Flags) -> Result<(), String> {
-    flags.only(&["dir", "port"])?;
-    let mut opts = RegistryOptions::new().dir(flags.required("dir")?);
+    flags.only(&["dir", "port", "access-log"])?;
+    let mut opts = RegistryOptions::new()
+        .dir(flags.required("dir")?)
+        .access_log(flags.one("access-log")?.is_some());
     if let Some(p) = flags.one("port")? {
         opts = opts.port(p.parse().map_err(|_| format!("bad --port {p:?}"))?);
     }
@@ -109,15 +116,20 @@ fn bench_image(flags: &Flags) -> Result<(), String> {
         "layers",
         "layer-bytes",
         "format",
+        "base-seed",
+        "base-layers",
     ])?;
-    let seed = flags.required("seed")?;
-    let seed = seed.parse().map_err(|_| format!("bad --seed {seed:?}"))?;
-    let layers = flags.required("layers")?;
-    let layers = layers
-        .parse()
-        .map_err(|_| format!("bad --layers {layers:?}"))?;
+    let seed = number(flags.required("seed")?, "seed")?;
+    let layers = number(flags.required("layers")?, "layers")?;
     let bytes = size(flags.required("layer-bytes")?)?;
-    let spec = bench::bench_image(seed, layers, bytes, format(flags)?);
+    let spec = match (flags.one("base-seed")?, flags.one("base-layers")?) {
+        (None, None) => bench::bench_image(seed, layers, bytes, format(flags)?),
+        (Some(s), Some(k)) => {
+            let base = (number(s, "base-seed")?, number(k, "base-layers")?);
+            bench::bench_image_on_base(base, seed, layers, bytes, format(flags)?)
+        }
+        _ => return Err("--base-seed and --base-layers go together".into()),
+    };
     let pushed = push_image(
         flags.required("registry")?,
         flags.required("repo")?,
@@ -134,6 +146,10 @@ fn format(flags: &Flags) -> Result<Format, String> {
         Some("oci") => Ok(Format::Oci),
         Some(other) => Err(format!("bad --format {other:?} (docker or oci)")),
     }
+}
+
+fn number<T: std::str::FromStr>(text: &str, flag: &str) -> Result<T, String> {
+    text.parse().map_err(|_| format!("bad --{flag} {text:?}"))
 }
 
 /// "123", "64K", "8M", "1G" (powers of 1024).
@@ -167,6 +183,7 @@ impl Flags {
             };
             let (name, value) = match name.split_once('=') {
                 Some((n, v)) => (n.to_string(), v.to_string()),
+                None if SWITCHES.contains(&name) => (name.to_string(), "true".to_string()),
                 None => {
                     let v = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
                     (name.to_string(), v.clone())
@@ -253,5 +270,9 @@ mod tests {
         assert!(f.one("from").is_err());
         assert!(f.only(&["from"]).is_err());
         assert!(Flags::parse(&["--tag".to_string()]).is_err());
+        let args: Vec<String> = ["--access-log", "--dir", "d"].map(String::from).into();
+        let f = Flags::parse(&args).unwrap();
+        assert_eq!(f.one("access-log"), Ok(Some("true")));
+        assert_eq!(f.required("dir"), Ok("d"));
     }
 }

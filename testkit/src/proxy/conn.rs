@@ -283,7 +283,7 @@ async fn respond(
 }
 
 /// Reads a head; `None` if the peer closed before sending anything.
-async fn read_head(r: &mut (impl AsyncBufRead + Unpin)) -> io::Result<Option<Head>> {
+pub(crate) async fn read_head(r: &mut (impl AsyncBufRead + Unpin)) -> io::Result<Option<Head>> {
     let mut raw = Vec::new();
     loop {
         let before = raw.len();

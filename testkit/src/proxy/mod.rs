@@ -16,7 +16,7 @@
 //! even if another rule then answers the request instead.
 
 mod body;
-mod conn;
+pub(crate) mod conn;
 mod rules;
 mod state;
 

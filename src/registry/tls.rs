@@ -1,0 +1,138 @@
+//! TLS per registry host: system roots always, plus extra CA bundles,
+//! client certificates (explicit paths or a certs.d-style directory) and an
+//! explicit `insecure` switch. Hosts with the same material share one HTTP
+//! client, so connections are still reused across pulls.
+
+use super::http;
+use super::settings::Settings;
+use crate::error::{Error, ErrorKind, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Largest certificate or key file we read.
+const MAX_PEM: u64 = 1 << 20;
+
+/// The TLS material for one host, as bytes: the cache key, so a rotated
+/// file gives a new client on the next pull.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+struct Material {
+    roots: Vec<Vec<u8>>,
+    /// Certificate chain and key, PEM, concatenated.
+    identity: Option<Vec<u8>>,
+    insecure: bool,
+}
+
+/// The HTTP client to use for `host` (`host[:port]`).
+pub fn client_for(settings: &Settings, host: &str) -> Result<reqwest::Client> {
+    let m = material(settings, host)?;
+    if m == Material::default() {
+        return http::client();
+    }
+    static CLIENTS: Mutex<Option<HashMap<Material, reqwest::Client>>> = Mutex::new(None);
+    let mut all = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
+    let all = all.get_or_insert_with(HashMap::new);
+    if let Some(c) = all.get(&m) {
+        return Ok(c.clone());
+    }
+    let mut b = http::builder();
+    for pem in &m.roots {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| tls_error(host, &format!("a CA file is not PEM: {e}")))?;
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    if let Some(pem) = &m.identity {
+        let id = reqwest::Identity::from_pem(pem)
+            .map_err(|e| tls_error(host, &format!("the client certificate or key: {e}")))?;
+        b = b.identity(id);
+    }
+    if m.insecure {
+        log::warn!("registry {host}: TLS certificates are not verified (insecure)");
+        b = b.danger_accept_invalid_certs(true);
+    }
+    let c = b
+        .build()
+        .map_err(|e| tls_error(host, &format!("cannot build a TLS client: {e}")))?;
+    all.insert(m, c.clone());
+    Ok(c)
+}
+
+fn material(settings: &Settings, host: &str) -> Result<Material> {
+    let mut m = Material::default();
+    if let Some(f) = &settings.ca_file {
+        m.roots.push(read_pem(f, host)?);
+    }
+    let mut cert_key: Option<(PathBuf, PathBuf)> = None;
+    if let Some(dir) = &settings.certs_dir {
+        let (roots, pair) = certs_d(&dir.join(host), host)?;
+        m.roots.extend(roots);
+        cert_key = pair;
+    }
+    if let Some(o) = settings.host(host) {
+        if let Some(f) = &o.ca_file {
+            m.roots.push(read_pem(f, host)?);
+        }
+        if let (Some(c), Some(k)) = (&o.client_cert, &o.client_key) {
+            cert_key = Some((c.clone(), k.clone()));
+        }
+        m.insecure = o.insecure;
+    }
+    if let Some((c, k)) = cert_key {
+        let mut pem = read_pem(&c, host)?;
+        pem.push(b'\n');
+        pem.extend(read_pem(&k, host)?);
+        m.identity = Some(pem);
+    }
+    Ok(m)
+}
+
+/// CA roots, and a client certificate with its key.
+type Found = (Vec<Vec<u8>>, Option<(PathBuf, PathBuf)>);
+
+/// Docker's certs.d layout: `<dir>/*.crt` are CA roots; `<name>.cert` with
+/// `<name>.key` is a client pair. A missing directory holds nothing.
+fn certs_d(dir: &Path, host: &str) -> Result<Found> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok((Vec::new(), None));
+    };
+    let mut names: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    names.sort();
+    let mut roots = Vec::new();
+    let mut pair = None;
+    for p in &names {
+        match p.extension().and_then(|e| e.to_str()) {
+            Some("crt") => roots.push(read_pem(p, host)?),
+            Some("cert") => {
+                let key = p.with_extension("key");
+                if !key.exists() {
+                    return Err(tls_error(
+                        host,
+                        &format!("{} has no matching .key file", p.display()),
+                    ));
+                }
+                pair = Some((p.clone(), key));
+            }
+            _ => {}
+        }
+    }
+    Ok((roots, pair))
+}
+
+fn read_pem(path: &Path, host: &str) -> Result<Vec<u8>> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| tls_error(host, &format!("cannot read {}: {e}", path.display())))?;
+    if meta.len() > MAX_PEM {
+        return Err(tls_error(host, &format!("{} is too large", path.display())));
+    }
+    std::fs::read(path)
+        .map_err(|e| tls_error(host, &format!("cannot read {}: {e}", path.display())))
+}
+
+fn tls_error(host: &str, why: &str) -> Error {
+    Error::new(
+        ErrorKind::InvalidArgument,
+        format!("TLS settings for {host}: {why}"),
+    )
+}
