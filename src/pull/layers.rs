@@ -34,6 +34,7 @@ pub struct Plan {
     pull_id: u64,
     priority: i32,
     low_speed: transfer::LowSpeed,
+    max_retry_wait: std::time::Duration,
 }
 
 /// A layer this pull has in the store now.
@@ -98,6 +99,7 @@ impl Plan {
             pull_id,
             priority: o.priority,
             low_speed: o.low_speed,
+            max_retry_wait: o.registry_settings.max_retry_wait,
         })
     }
 
@@ -146,6 +148,9 @@ impl Plan {
             }
         }
 
+        let needed: u64 = pending.iter().map(|&i| self.positions[i].size).sum();
+        store.check_free_space(needed)?;
+
         // Driven inside this task (not spawned), so dropping the pull drops
         // its watchers at once.
         let mut running = FuturesUnordered::new();
@@ -161,6 +166,7 @@ impl Plan {
                 pull_id: self.pull_id,
                 priority: self.priority,
                 low_speed: self.low_speed,
+                max_retry_wait: self.max_retry_wait,
             });
             settle
                 .lock()

@@ -167,6 +167,34 @@ impl Store {
         Ok(dest)
     }
 
+    /// Fail early, and clearly, when `needed` more bytes cannot fit.
+    pub fn check_free_space(&self, needed: u64) -> Result<()> {
+        let path = std::ffi::CString::new(self.root.as_os_str().as_encoded_bytes())
+            .map_err(|_| Error::invalid("store path contains a NUL byte"))?;
+        let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: a NUL-terminated path and a buffer statvfs fills on success.
+        let rc = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
+        if rc != 0 {
+            return Err(Error::store(
+                "cannot read free space",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: statvfs returned 0, so the struct is initialised.
+        let st = unsafe { st.assume_init() };
+        let free = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
+        if needed > free {
+            return Err(Error::new(
+                ErrorKind::StoreIo,
+                format!(
+                    "store {} needs {needed} more bytes for this pull but has {free} free",
+                    self.root.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Store small verified bytes (manifests, configs).
     pub fn put_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<()> {
         if self.verified(digest, bytes.len() as u64).is_some() {
@@ -302,6 +330,21 @@ mod tests {
         let idx = s.read_index().unwrap();
         assert_eq!(idx["manifests"].as_array().unwrap().len(), 2);
         assert_eq!(s.ref_digest("r:1").unwrap(), Some(d.to_string()));
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn free_space_check_names_the_need() {
+        let root = tmpdir("space");
+        let s = Store::open(&root).unwrap();
+        s.check_free_space(1).unwrap();
+        let e = s.check_free_space(u64::MAX).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::StoreIo);
+        assert!(
+            e.message.contains("more bytes for this pull"),
+            "{}",
+            e.message
+        );
         fs::remove_dir_all(root).unwrap();
     }
 

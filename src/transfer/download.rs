@@ -15,8 +15,6 @@ use reqwest::StatusCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Longest Retry-After we honour; a longer one fails the transfer at once.
-const MAX_SERVER_WAIT: Duration = Duration::from_secs(60);
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// How often a process waiting on another's download looks again.
@@ -157,6 +155,9 @@ async fn fetch(
             }
             Err(e) => e,
         };
+        // Lets the source move on from a mirror that failed us, and name
+        // the reason when it does.
+        req.source.blob_failed(&req.digest, &err);
         let now = parts.hasher.size();
         if err.stall {
             // Replace the connection at once; only a run of stalls without
@@ -173,7 +174,7 @@ async fn fetch(
             stalled_at = now;
             *stats.retries.entry("stall".into()).or_default() += 1;
             if stalls < STALLS_PER_ATTEMPT {
-                log::info!("blob {}: {err}; reconnecting", req.digest);
+                log::info!("{}; reconnecting", named(&err, &req.digest));
                 continue;
             }
             stalls = 0;
@@ -185,7 +186,7 @@ async fn fetch(
         if err.transient && !err.stall && gained && reconnects < MAX_PROGRESS_RECONNECTS {
             reconnects += 1;
             *stats.retries.entry(cause(&err).into()).or_default() += 1;
-            log::info!("blob {}: {err}; resuming at {now}", req.digest);
+            log::info!("{}; resuming at {now}", named(&err, &req.digest));
             continue;
         }
         // A bad digest may come from a resume gone wrong: one full
@@ -203,13 +204,17 @@ async fn fetch(
             return Err(err);
         }
         let delay = match err.retry_after {
-            Some(d) if d > MAX_SERVER_WAIT => return Err(err),
+            // Longer than the options allow: fail now, naming the wait.
+            Some(d) if d > req.max_retry_wait => return Err(err),
             Some(d) => d,
             None => backoff(attempt),
         };
         attempt += 1;
         *stats.retries.entry(cause(&err).into()).or_default() += 1;
-        log::info!("blob {}: {err}; attempt {attempt} in {delay:?}", req.digest);
+        log::info!(
+            "{}; attempt {attempt} in {delay:?}",
+            named(&err, &req.digest)
+        );
         t.state.send_replace(State::Retrying {
             attempt,
             delay_secs: delay.as_secs_f64().ceil() as u64,
@@ -225,6 +230,16 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::new(ErrorKind::Internal, format!("file task failed: {e}")))?
+}
+
+/// The error's text, prefixed with the blob only if it does not name it.
+fn named(err: &Error, digest: &crate::digest::Digest) -> String {
+    let d = digest.to_string();
+    if err.message.contains(&d) {
+        err.message.clone()
+    } else {
+        format!("blob {d}: {}", err.message)
+    }
 }
 
 fn cause(e: &Error) -> &'static str {

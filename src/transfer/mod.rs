@@ -117,6 +117,8 @@ pub struct Request {
     pub pull_id: u64,
     pub priority: i32,
     pub low_speed: LowSpeed,
+    /// The longest Retry-After waited out (max_retry_wait_secs).
+    pub max_retry_wait: Duration,
 }
 
 struct Transfer {
