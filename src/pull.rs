@@ -192,6 +192,7 @@ async fn run(
         }
         None => (image_digest.clone(), image.media_type.as_str()),
     };
+    store.sync_blobs()?;
     let stored_size = std::fs::metadata(store.blob_path(&stored_digest))
         .map_err(|e| Error::store("cannot stat the stored manifest", e))?
         .len();

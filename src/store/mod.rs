@@ -140,9 +140,19 @@ impl Store {
         }
     }
 
+    /// Not fsync'd: a mark lost in a crash only costs a re-hash, and the
+    /// blob it vouches for was fsync'd before it became visible.
     fn mark_verified(&self, digest: &Digest, diff_id: Option<&Digest>) -> Result<()> {
         let text = diff_id.map(|d| d.to_string()).unwrap_or_default();
-        self.write_atomic(&self.verified_dir().join(digest.hex()), text.as_bytes())
+        let path = self.verified_dir().join(digest.hex());
+        let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp-{}-{seq}", std::process::id()));
+        let res = fs::write(&tmp, text.as_bytes()).and_then(|()| fs::rename(&tmp, &path));
+        if let Err(e) = res {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::store("cannot mark a blob verified", e));
+        }
+        Ok(())
     }
 
     /// A fresh temp file in the ingest area, named after this process so a
@@ -161,10 +171,17 @@ impl Store {
         diff_id: Option<&Digest>,
     ) -> Result<PathBuf> {
         let dest = self.blob_path(digest);
+        // The bytes are fsync'd before the rename, so the name never points
+        // at unwritten data. The directory entry itself is made durable by
+        // `sync_blobs`, once per pull, before index.json names the image.
         temp.persist(&dest)?;
-        sync_dir(&self.blobs_dir())?;
         self.mark_verified(digest, diff_id)?;
         Ok(dest)
+    }
+
+    /// Make every rename into blobs/ durable (one fsync of the directory).
+    pub fn sync_blobs(&self) -> Result<()> {
+        sync_dir(&self.blobs_dir())
     }
 
     /// Fail early, and clearly, when `needed` more bytes cannot fit.
