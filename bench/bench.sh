@@ -8,7 +8,7 @@
 # between the markers in BENCHMARKS.md. A benchmark, not a test: CI never runs it.
 #
 #   bench/bench.sh                 # 5 runs per tool and workload; updates BENCHMARKS.md
-#   bench/bench.sh --runs 9
+#   bench/bench.sh --runs 9 --warmup 2
 #   bench/bench.sh --quick         # 1 run, smaller big image; prints only
 #   bench/bench.sh --workloads big,small --no-build --keep
 #
@@ -23,7 +23,7 @@
 #   vicpull-rs           target/release/vicpull-pull (Rust API), diffIDs verified
 #   vicpull-rs digest    the same with verify_diff_ids=false (skopeo's amount of work)
 #   skopeo               skopeo copy docker://... oci:DIR:TAG
-#   vicpull warm         one more vicpull pull into the last run's store: must GET no blob
+#   vicpull warm store   one more vicpull pull into the last run's store: must GET no blob
 # For shared, vicpull is one process pulling 8 refs into one store; skopeo is 8
 # concurrent processes, each into its own oci dir (one shared dir would race on
 # index.json). Its peak RSS is the sum of the 8 processes' peaks.
@@ -34,6 +34,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CMDLINE="bench/bench.sh${*:+ $*}"
 
 RUNS=5
+WARMUP=
 QUICK=0
 BUILD=1
 KEEP=0
@@ -43,7 +44,8 @@ SEED=20240601
 
 usage() {
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
-    echo "options: --runs N  --quick  --no-build  --keep  --workloads LIST"
+    echo "options: --runs N  --warmup N (untimed rounds first, default 1)  --quick"
+    echo "         --no-build  --keep  --workloads LIST"
     echo "         --write FILE | --no-write   (default: BENCHMARKS.md unless --quick)"
 }
 
@@ -56,6 +58,7 @@ while [ $# -gt 0 ]; do
     case $1 in
     --runs) RUNS=${2:?--runs needs N}; shift ;;
     --runs=*) RUNS=${1#*=} ;;
+    --warmup) WARMUP=${2:?--warmup needs N}; shift ;;
     --quick) QUICK=1 ;;
     --no-build) BUILD=0 ;;
     --keep) KEEP=1 ;;
@@ -70,11 +73,13 @@ done
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "--runs wants a positive number, not $RUNS"
 
 if [ "$QUICK" = 1 ]; then
-    RUNS=1
+    RUNS=1 WARMUP=${WARMUP:-0}
     BIG_BYTES=24M SMALL_BYTES=1M SHARED_BYTES=2M
 else
     BIG_BYTES=256M SMALL_BYTES=1M SHARED_BYTES=16M
 fi
+WARMUP=${WARMUP:-1}
+[[ $WARMUP =~ ^[0-9]+$ ]] || die "--warmup wants a number, not $WARMUP"
 BIG_LAYERS=4 SMALL_LAYERS=40 SHARED_IMAGES=8 SHARED_BASE=3 SHARED_LAYERS=4
 if [ "$WRITE" = auto ]; then
     if [ "$QUICK" = 1 ]; then WRITE=none; else WRITE=$ROOT/BENCHMARKS.md; fi
@@ -201,6 +206,7 @@ if has_workload shared; then
     DESC[shared]="$SHARED_IMAGES images of $SHARED_LAYERS layers of $SHARED_BYTES raw, the first $SHARED_BASE shared; distinct: $(blob_summary bench/shared "${tags[@]}")"
 fi
 echo "bench: images pushed in $(($(date +%s) - t0)) s" >&2
+sync
 
 # ---- one measured run ---------------------------------------------------------
 
@@ -286,7 +292,7 @@ run_tool() {
     read -r -a refs <<<"$(refs_of "$w")"
     [ -n "$dir" ] || dir=$(store "$w" "$tool")
     case $tool in
-    vicpull | "vicpull warm")
+    vicpull | "vicpull warm store")
         if [ -n "$CPULL" ]; then
             measure "$w" "$tool" "$run" "$CPULL" --plain-http --store "$dir" "${refs[@]}"
         else
@@ -331,7 +337,9 @@ tools_for() { # WORKLOAD
 # ---- the runs -------------------------------------------------------------------
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-for run in $(seq "$RUNS"); do
+# Rounds numbered below 1 are warm-up: recorded in the raw data, left out of the
+# summary (the first pulls after pushing ran 10-70% slower for every tool).
+for run in $(seq $((1 - WARMUP)) "$RUNS"); do
     for w in big small shared; do
         has_workload "$w" || continue
         IFS='|' read -r -a tools <<<"$(tools_for "$w")"
@@ -339,7 +347,7 @@ for run in $(seq "$RUNS"); do
         # big write-back).
         n=${#tools[@]}
         for i in $(seq 0 $((n - 1))); do
-            run_tool "$w" "${tools[$(((i + run - 1) % n))]}" "$run"
+            run_tool "$w" "${tools[$(((i + run + n * WARMUP - 1) % n))]}" "$run"
         done
     done
 done
@@ -347,7 +355,7 @@ done
 for w in big small shared; do
     has_workload "$w" || continue
     [ "$w" != shared ] || [ -n "$CPULL" ] || continue
-    run_tool "$w" "vicpull warm" 1 "$WORK/stores/$w-vicpull"
+    run_tool "$w" "vicpull warm store" 1 "$WORK/stores/$w-vicpull"
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -366,6 +374,7 @@ summarize() {
         if (lo == hi) return sprintf(fmt, m)
         return sprintf(fmt " (" fmt "-" fmt ")", m, lo, hi)
     }
+    $3 < 1 { next }
     {
         key = $1 SUBSEP $2
         if (!(key in cnt)) { order[++nk] = key }
@@ -387,7 +396,7 @@ summarize() {
             for (j = 1; j <= k; j++) { a[j] = gets[key, j] }; cg[key] = cell(med(a, k), "%d")
         }
         # Rows in a fixed order: by workload, then by tool as listed at the top.
-        split("big small shared", ws, " "); split("vicpull|vicpull-rs|vicpull-rs digest|skopeo|vicpull warm", ts, "|")
+        split("big small shared", ws, " "); split("vicpull|vicpull-rs|vicpull-rs digest|skopeo|vicpull warm store", ts, "|")
         n = 0
         for (x = 1; x in ws; x++) for (y = 1; y in ts; y++) if ((ws[x], ts[y]) in cnt) order[++n] = ws[x] SUBSEP ts[y]
         for (i = 1; i <= nk; i++) {
@@ -395,7 +404,7 @@ summarize() {
             s = p[1] SUBSEP "skopeo"
             rw = rc = rr = "-"
             # A warm pull does less than a fresh one: no ratio.
-            if ((s in cnt) && p[2] != "skopeo" && p[2] != "vicpull warm") {
+            if ((s in cnt) && p[2] != "skopeo" && p[2] != "vicpull warm store") {
                 rw = sprintf("%.2f", mw[key] / mw[s]); rc = sprintf("%.2f", mc[key] / mc[s])
                 rr = sprintf("%.2f", mr[key] / mr[s])
             }
@@ -407,13 +416,14 @@ summarize() {
 
 # Checks that a benchmark run can make; one line each.
 checks() {
-    awk -F'\t' '
+    awk -F'\t' -v big_size="$BIG_LAYERS x $BIG_BYTES" '
     $1 == "big" && $2 == "vicpull" { if ($6 > big) big = $6; seen = 1 }
-    $2 == "vicpull warm" { warm[$1] = $8 }
+    $3 < 1 { next }
+    $2 == "vicpull warm store" { warm[$1] = $8 }
     $2 == "vicpull" && $10 > 1 { dup[$1] = 1 }
     END {
-        if (seen) printf "- issue 2, peak RSS of the vicpull pull of big < 64 MiB: %s (max %.1f MiB over the runs)\n",
-            (big < 64 * 1024) ? "PASS" : "FAIL", big / 1024
+        if (seen) printf "- issue 2, peak RSS of the vicpull pull of big (%s) < 64 MiB: %s (max %.1f MiB over the runs)\n",
+            big_size, (big < 64 * 1024) ? "PASS" : "FAIL", big / 1024
         for (w in warm) printf "- %s, second vicpull pull into a warm store GETs no blob: %s (%d blob GETs)\n",
             w, warm[w] == 0 ? "PASS" : "FAIL", warm[w]
         for (w in dup) printf "- %s: vicpull fetched some digest more than once (see max per digest)\n", w
@@ -428,13 +438,18 @@ commit() {
 }
 
 report() {
-    echo "Command: \`$CMDLINE\` ($RUNS run(s) per tool and workload, alternating), $(date -u '+%Y-%m-%d %H:%M UTC')."
+    local runs="$RUNS runs"
+    [ "$RUNS" != 1 ] || runs="1 run"
+    echo "Command: \`$CMDLINE\` ($runs per tool and workload after $WARMUP warm-up round(s), tools"
+    echo "alternating), $(date -u '+%Y-%m-%d %H:%M UTC')."
     echo
-    echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'),"
+    local flags
+    flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -x -E 'sha_ni|avx2|avx512f|bmi2|vpclmulqdq' | tr '\n' ' ')
+    echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') (${flags% }),"
     echo "$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, Linux $(uname -r),"
     echo "work dir on $(df -T "$WORK" | awk 'NR == 2 { print $2 }'); load average $LOAD_BEFORE before, $LOAD_AFTER after."
     echo
-    echo "Versions: vicpull $(commit) ($([ -n "$CPULL" ] && "$CPULL" --version | head -n1 || echo 'no C example')),"
+    echo "Versions: vicpull $(commit)$([ -z "$CPULL" ] || echo "; C example: $("$CPULL" --version)"),"
     echo "$(skopeo --version), $(/usr/bin/docker-registry --version 2>&1 | head -n1), $(rustc --version 2>/dev/null || echo rustc unknown)."
     echo
     echo "Images (seed $SEED, pushed in docker schema 2):"
@@ -443,7 +458,7 @@ report() {
     done
     echo
     if [ -z "$CPULL" ]; then
-        echo "The C example did not build: the vicpull and vicpull warm rows ran vicpull-pull,"
+        echo "The C example did not build: the vicpull and vicpull warm store rows ran vicpull-pull,"
         echo "and shared has no vicpull row (it needs one process pulling 8 refs)."
         echo
     fi
@@ -451,7 +466,7 @@ report() {
     echo
     checks
     echo
-    echo "<details><summary>All runs (wall s, CPU s, peak RSS KiB, requests, blob GETs, digests, max GETs per digest)</summary>"
+    echo "<details><summary>All runs: workload, tool, run, wall s, CPU s, peak RSS KiB, requests, blob GETs, digests, max GETs per digest</summary>"
     echo
     echo '```'
     cat "$RESULTS"

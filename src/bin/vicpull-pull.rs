@@ -7,7 +7,7 @@
 //! sharing a store, and the parity test as the Rust client.
 
 use vicpull::options::PullOptions;
-use vicpull::progress::Event;
+use vicpull::progress::{Event, Kind};
 
 const USAGE: &str = "usage: vicpull-pull REF --store DIR [--plain-http] [--platform P] [--json]\n\
      \x20      vicpull-pull OPTIONS_JSON";
@@ -59,6 +59,11 @@ fn main() {
     for event in rx {
         match event {
             Event::Progress(p) => {
+                // Byte counts only when a layer is done: a plain log, not a
+                // progress bar (build/pull draws those).
+                if p.kind == Kind::Downloading && p.current < p.total {
+                    continue;
+                }
                 let id = p.layer.as_deref().map(|d| &d[7..19]).unwrap_or("");
                 eprintln!("{id} {} {}/{}", p.message, p.current, p.total);
             }
