@@ -143,6 +143,10 @@ impl Shared {
         })
     }
 
+    pub fn terminal(&self) -> std::sync::MutexGuard<'_, Terminal> {
+        self.terminal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn on_delivery_thread(&self) -> bool {
         *self.thread.lock().unwrap_or_else(|p| p.into_inner()) == Some(std::thread::current().id())
     }
@@ -168,7 +172,7 @@ pub(crate) fn spawn(
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| deliver(host, events, s)));
             if caught.is_err() {
                 // Never leave a poller or vic_pull_free waiting forever.
-                let mut t = keep.terminal.lock().unwrap_or_else(|p| p.into_inner());
+                let mut t = keep.terminal();
                 t.outcome.get_or_insert(Outcome {
                     result: vic_result::Internal,
                     message: "internal panic while delivering callbacks".into(),
@@ -238,11 +242,7 @@ fn deliver(host: Host, events: EventReceiver, shared: Arc<Shared>) {
     });
     let (code, message) = (outcome.result, c_string(&outcome.message));
     // Publish before on_done so the callback can read the result JSON.
-    shared
-        .terminal
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .outcome = Some(outcome);
+    shared.terminal().outcome = Some(outcome);
     if let Some(f) = cb.on_done {
         let msg = if code == vic_result::Ok {
             std::ptr::null()
@@ -257,11 +257,7 @@ fn deliver(host: Host, events: EventReceiver, shared: Arc<Shared>) {
         unsafe { fin(cb.user_data) };
     }
     *shared.thread.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    shared
-        .terminal
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .finished = true;
+    shared.terminal().finished = true;
     shared.finished.notify_all();
 }
 

@@ -153,6 +153,15 @@ pub unsafe extern "C" fn vic_pull_start(
     })
 }
 
+/// Borrow a handle the caller passed in, refusing NULL.
+///
+/// # Safety
+/// `pull` is NULL or a live handle from vic_pull_start.
+unsafe fn live<'a>(pull: *const vic_pull) -> Result<&'a vic_pull, vic_result> {
+    // SAFETY: NULL or live per the caller contract.
+    unsafe { pull.as_ref() }.ok_or_else(|| text::invalid("pull is NULL"))
+}
+
 fn state_of(o: &Outcome) -> vic_pull_state {
     match o.result {
         vic_result::Ok => vic_pull_state::Done,
@@ -182,8 +191,9 @@ pub unsafe extern "C" fn vic_pull_poll(
 ) -> vic_result {
     guard(|| {
         // SAFETY: NULL or live per the caller contract.
-        let Some(pull) = (unsafe { pull.as_ref() }) else {
-            return text::invalid("pull is NULL");
+        let pull = match unsafe { live(pull) } {
+            Ok(p) => p,
+            Err(code) => return code,
         };
         if out.is_null() {
             return text::invalid("out is NULL");
@@ -194,11 +204,7 @@ pub unsafe extern "C" fn vic_pull_poll(
             timeout_ms
         };
         let deadline = Instant::now() + Duration::from_millis(wait as u64);
-        let mut t = pull
-            .shared
-            .terminal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut t = pull.shared.terminal();
         while !t.finished {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -299,14 +305,11 @@ pub unsafe extern "C" fn vic_pull_result_json(
 ) -> vic_result {
     guard(|| {
         // SAFETY: NULL or live per the caller contract.
-        let Some(pull) = (unsafe { pull.as_ref() }) else {
-            return text::invalid("pull is NULL");
+        let pull = match unsafe { live(pull) } {
+            Ok(p) => p,
+            Err(code) => return code,
         };
-        let t = pull
-            .shared
-            .terminal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let t = pull.shared.terminal();
         match &t.outcome {
             None => vic_result::Pending,
             Some(Outcome { json: Some(j), .. }) => {
@@ -337,14 +340,11 @@ pub unsafe extern "C" fn vic_pull_error_message(
 ) -> vic_result {
     guard(|| {
         // SAFETY: NULL or live per the caller contract.
-        let Some(pull) = (unsafe { pull.as_ref() }) else {
-            return text::invalid("pull is NULL");
+        let pull = match unsafe { live(pull) } {
+            Ok(p) => p,
+            Err(code) => return code,
         };
-        let t = pull
-            .shared
-            .terminal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let t = pull.shared.terminal();
         let msg = t
             .outcome
             .as_ref()
