@@ -390,8 +390,9 @@ vic_result vic_log_set(vic_log_callback callback, void *user_data, uint32_t leve
  * be freed after the call, but `user_data` must stay valid until the
  * finalizer runs. Callbacks run on a library thread dedicated to this
  * pull, never concurrently, in order; on_done exactly once, last; then the
- * finalizer. A callback must not call vic_pull_free or a blocking
- * vic_pull_poll on its own pull for a wait (poll's timeout is treated as 0
+ * finalizer. No callback runs before this call has written `*out`. From
+ * its own callbacks a host may call vic_pull_cancel, vic_pull_poll (which
+ * then never waits) and vic_pull_free (which then returns at once; see
  * there).
  *
  * On OK, `*out` receives a handle the caller owns and must release with
@@ -452,10 +453,14 @@ void vic_pull_free(struct vic_pull *pull);
 
 /**
  * Copy the result JSON of a successful pull into `buf` (see
- * vic_last_error_message for the buffer convention): reference, digest,
- * manifest_digest, manifest_media_type, config_digest, platform, store,
- * layers [{digest, diff_id, size, media_type}], bytes_downloaded,
- * up_to_date.
+ * vic_last_error_message for the buffer convention): reference, digest
+ * (what the reference resolved to: the index digest for multi-platform
+ * images), manifest_digest and manifest_media_type (the registry's
+ * manifest), stored_manifest_digest (what index.json names: the same for
+ * OCI images, the OCI rewrite of a Docker schema2 manifest, as `skopeo
+ * copy` makes), config_digest, platform, store, layers [{digest, diff_id,
+ * size, media_type}], bytes_downloaded, bytes_reused, bytes_shared,
+ * bytes_resumed, retries {cause: count}, rate_limit_remaining, up_to_date.
  *
  * Returns OK, BUFFER_TOO_SMALL (`*out_n` holds the length), PENDING while
  * the pull runs, or INVALID_ARGUMENT (NULL pointers, or the pull failed).
@@ -500,8 +505,9 @@ const char *vic_result_name(uint32_t result);
  *
  * `store` is the layout directory (borrowed for the call). On OK the
  * number of files and bytes removed go to `*out_removed` and `*out_bytes`
- * (either may be NULL). Returns OK, INVALID_ARGUMENT (NULL or non-UTF-8
- * path) or STORE_IO. Blocks on file I/O; any thread.
+ * (either may be NULL). Nothing is ever created: a path that holds no
+ * store reports 0 files. Returns OK, INVALID_ARGUMENT (NULL, empty or
+ * non-UTF-8 path) or STORE_IO. Blocks on file I/O; any thread.
  *
  * # Safety
  * `store` is NULL or a NUL-terminated string; each out pointer is NULL or

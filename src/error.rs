@@ -85,3 +85,29 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// Text a registry sent, made safe to print: control characters (which
+/// could clear a terminal or forge lines) become `\u{..}` escapes.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            super::printable("a\x1b[2Jb\r\nc"),
+            "a\\u{1b}[2Jb\\u{d}\\u{a}c"
+        );
+        assert_eq!(super::printable("plain text"), "plain text");
+    }
+}

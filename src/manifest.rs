@@ -145,7 +145,9 @@ pub fn parse(body: &[u8], content_type: Option<&str>, what: &str) -> Result<Pars
     let conflict = |other: &str| {
         Error::new(
             ErrorKind::Registry,
-            format!("media type conflict for {what}: declared {media_type} but {other}"),
+            crate::error::printable(&format!(
+                "media type conflict for {what}: declared {media_type} but {other}"
+            )),
         )
     };
     if let (Some(h), Some(d)) = (&header, &declared) {
@@ -186,7 +188,9 @@ pub fn parse(body: &[u8], content_type: Option<&str>, what: &str) -> Result<Pars
     } else {
         Err(Error::new(
             ErrorKind::Unsupported,
-            format!("manifest for {what} has unsupported media type {media_type}"),
+            crate::error::printable(&format!(
+                "manifest for {what} has unsupported media type {media_type}"
+            )),
         ))
     }
 }
@@ -236,22 +240,30 @@ pub fn select_platform<'a>(
             .then_with(|| a.digest.cmp(&b.digest))
     });
     best.map(|(_, d)| d).ok_or_else(|| {
-        let available: Vec<String> = index
+        let mut available: Vec<String> = index
             .manifests
             .iter()
             .filter(|d| !is_attestation(d))
             .filter_map(|d| d.platform.as_ref().map(|p| p.normalized().to_string()))
             .collect();
+        available.dedup();
+        // A hostile index may list a thousand entries: name the first few.
+        const SHOWN: usize = 20;
+        let more = available.len().saturating_sub(SHOWN);
+        available.truncate(SHOWN);
+        let mut list = if available.is_empty() {
+            "none".into()
+        } else {
+            available.join(", ")
+        };
+        if more > 0 {
+            list.push_str(&format!(" and {more} more"));
+        }
         Error::new(
             ErrorKind::NotFound,
-            format!(
-                "no manifest for platform {want} in {what}; available: {}",
-                if available.is_empty() {
-                    "none".to_string()
-                } else {
-                    available.join(", ")
-                }
-            ),
+            crate::error::printable(&format!(
+                "no manifest for platform {want} in {what}; available: {list}"
+            )),
         )
     })
 }
@@ -345,7 +357,7 @@ pub fn layer_encoding(media_type: &str) -> Result<LayerEncoding> {
         | "application/vnd.oci.image.layer.nondistributable.v1.tar" => Ok(LayerEncoding::Plain),
         other => Err(Error::new(
             ErrorKind::Unsupported,
-            format!("unsupported layer media type {other}"),
+            crate::error::printable(&format!("unsupported layer media type {other}")),
         )),
     }
 }

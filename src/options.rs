@@ -162,7 +162,7 @@ impl PullOptions {
     pub fn from_json(json: &str) -> Result<PullOptions> {
         // The path names the offending key ("max_attempts: invalid type").
         let de = &mut serde_json::Deserializer::from_str(json);
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        let opts: PullOptions = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
             if path.is_empty() || path == "." {
@@ -170,11 +170,18 @@ impl PullOptions {
             } else {
                 Error::invalid(format!("options: {path}: {inner}"))
             }
-        })
+        })?;
+        // Nothing but white space may follow the object.
+        de.end()
+            .map_err(|e| Error::invalid(format!("options: after the object: {e}")))?;
+        Ok(opts)
     }
 
     pub fn check(self) -> Result<Checked> {
         let reference = Reference::parse(&self.reference)?;
+        if self.store.as_os_str().as_encoded_bytes().contains(&0) {
+            return Err(Error::invalid("options: store contains a NUL character"));
+        }
         if self.store.as_os_str().is_empty() {
             return Err(Error::invalid("options: store must name a directory"));
         }
@@ -263,6 +270,14 @@ mod tests {
             .check()
             .unwrap();
         assert!(o.uses_plain_http("h:1") && !o.uses_plain_http("h:2"));
+    }
+
+    #[test]
+    fn trailing_garbage_and_nul_paths_are_refused() {
+        let e = PullOptions::from_json(r#"{"reference":"a","store":"/s"} trailing"#);
+        assert!(e.unwrap_err().message.contains("after the object"));
+        let o = PullOptions::from_json("{\"reference\":\"a\",\"store\":\"/s\\u0000x\"}");
+        assert!(o.unwrap().check().unwrap_err().message.contains("NUL"));
     }
 
     #[test]

@@ -149,6 +149,11 @@ async fn run(
 
     client.note_foreign(&image.layers);
     let config_digest = image.config.parsed_digest()?;
+    log::debug!(
+        "pull {shown}: manifest {image_digest} ({}), {} layers",
+        image.media_type,
+        image.layers.len()
+    );
     let config = match store.verified(&config_digest, image.config.size) {
         Some(_) => std::fs::read(store.blob_path(&config_digest))
             .map_err(|e| Error::store("cannot read a stored config", e))?,
@@ -197,6 +202,10 @@ async fn run(
         .map_err(|e| Error::store("cannot stat the stored manifest", e))?
         .len();
     store.set_ref(&shown, stored_type, &stored_digest, stored_size)?;
+    log::info!(
+        "pull {shown}: stored as {stored_digest} in {}",
+        store.root().display()
+    );
 
     let fetched = account.bytes_downloaded + account.bytes_shared + account.bytes_resumed;
     let up_to_date = previous.as_deref() == Some(&stored_digest.to_string()) && fetched == 0;

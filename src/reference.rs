@@ -144,24 +144,38 @@ fn check_tag(t: &str) -> std::result::Result<(), String> {
 }
 
 fn check_registry(r: &str) -> std::result::Result<(), String> {
-    let (host, port) = if let Some(stripped) = r.strip_prefix('[') {
-        let (h, p) = stripped
+    let (_host, port) = if let Some(stripped) = r.strip_prefix('[') {
+        let (h, rest) = stripped
             .split_once(']')
             .ok_or("registry has an unclosed '['")?;
-        (h, p.strip_prefix(':'))
+        if h.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("registry host [{h}] is not an IPv6 address"));
+        }
+        match rest {
+            "" => (h, None),
+            _ => match rest.strip_prefix(':') {
+                Some(p) => (h, Some(p)),
+                None => return Err(format!("registry {r:?} has text after ']'")),
+            },
+        }
     } else {
-        match r.split_once(':') {
+        let (h, p) = match r.split_once(':') {
             Some((h, p)) => (h, Some(p)),
             None => (r, None),
+        };
+        // DNS labels: letters, digits and inner hyphens, dot-separated.
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if h.is_empty() || h.len() > 253 || !h.split('.').all(label_ok) {
+            return Err(format!("registry host {h:?} is not a valid host name"));
         }
+        (h, p)
     };
-    let host_ok = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b));
-    if !host_ok {
-        return Err(format!("registry host {host:?} is not a valid host name"));
-    }
     if let Some(p) = port {
         if p.parse::<u16>().map_or(true, |n| n == 0) {
             return Err(format!(
@@ -238,6 +252,10 @@ mod tests {
             ("repo:-x", "tag"),
             ("repo@sha256:zz", "digest"),
             ("host:99999/a", "port"),
+            ("[::1]x:1234/a", "after ']'"),
+            ("[1.2.3.4]:5/a", "IPv6"),
+            ("-bad.host:5000/a", "host name"),
+            ("a..b:5000/a", "host name"),
             ("a/b_-c", "invalid characters"),
             ("repo name", "whitespace"),
         ];

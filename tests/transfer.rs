@@ -449,4 +449,15 @@ fn purge_removes_idle_partials_on_demand() {
         )
     };
     assert_eq!(rc, vic_result::InvalidArgument);
+    // A path that holds no store has nothing to purge, and nothing is
+    // created there; an empty path is refused.
+    let nowhere = env.store().join("not-a-store");
+    let c = std::ffi::CString::new(nowhere.to_str().unwrap()).unwrap();
+    // SAFETY: valid strings; out pointers valid.
+    let rc = unsafe { vic_store_purge_partials(c.as_ptr(), 0, 0, &mut removed, &mut bytes) };
+    assert_eq!((rc, removed, bytes), (vic_result::Ok, 0, 0));
+    assert!(!nowhere.exists());
+    // SAFETY: as above.
+    let rc = unsafe { vic_store_purge_partials(c"".as_ptr(), 0, 0, &mut removed, &mut bytes) };
+    assert_eq!(rc, vic_result::InvalidArgument);
 }

@@ -54,6 +54,8 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // Same as the C library: silent unless VICPULL_LOG asks for stderr.
+    vicpull::ffi::log::install();
     let (tx, rx) = std::sync::mpsc::channel();
     let _pull = vicpull::pull::start(opts, tx);
     for event in rx {

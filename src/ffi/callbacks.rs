@@ -156,17 +156,21 @@ fn c_string(s: &str) -> CString {
     CString::new(s.replace('\0', " ")).unwrap_or_default()
 }
 
-/// Start the delivery thread for one pull.
+/// Start the delivery thread for one pull. It delivers nothing until `go`
+/// fires (or is dropped), so no callback runs before vic_pull_start has
+/// handed the host its handle.
 pub(crate) fn spawn(
     host: Host,
     events: EventReceiver,
     shared: Arc<Shared>,
+    go: std::sync::mpsc::Receiver<()>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let mut slot = shared.thread.lock().unwrap_or_else(|p| p.into_inner());
     let s = shared.clone();
     let handle = std::thread::Builder::new()
         .name("vicpull-callbacks".into())
         .spawn(move || {
+            let _ = go.recv();
             let keep = s.clone();
             let caught =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| deliver(host, events, s)));

@@ -94,8 +94,9 @@ pub struct vic_pull_status {
 /// be freed after the call, but `user_data` must stay valid until the
 /// finalizer runs. Callbacks run on a library thread dedicated to this
 /// pull, never concurrently, in order; on_done exactly once, last; then the
-/// finalizer. A callback must not call vic_pull_free or a blocking
-/// vic_pull_poll on its own pull for a wait (poll's timeout is treated as 0
+/// finalizer. No callback runs before this call has written `*out`. From
+/// its own callbacks a host may call vic_pull_cancel, vic_pull_poll (which
+/// then never waits) and vic_pull_free (which then returns at once; see
 /// there).
 ///
 /// On OK, `*out` receives a handle the caller owns and must release with
@@ -132,7 +133,8 @@ pub unsafe extern "C" fn vic_pull_start(
         checked.commit_hook = host.has_commit_hook();
         let (tx, rx) = std::sync::mpsc::channel();
         let shared = Shared::new();
-        let delivery = match callbacks::spawn(host, rx, shared.clone()) {
+        let (go, wait_for_handle) = std::sync::mpsc::channel();
+        let delivery = match callbacks::spawn(host, rx, shared.clone(), wait_for_handle) {
             Ok(h) => h,
             Err(e) => {
                 return text::fail(&crate::Error::new(
@@ -149,6 +151,7 @@ pub unsafe extern "C" fn vic_pull_start(
         });
         // SAFETY: checked non-NULL above.
         unsafe { *out = Box::into_raw(pull) };
+        let _ = go.send(());
         vic_result::Ok
     })
 }
@@ -284,10 +287,14 @@ pub unsafe extern "C" fn vic_pull_free(pull: *mut vic_pull) {
 }
 
 /// Copy the result JSON of a successful pull into `buf` (see
-/// vic_last_error_message for the buffer convention): reference, digest,
-/// manifest_digest, manifest_media_type, config_digest, platform, store,
-/// layers [{digest, diff_id, size, media_type}], bytes_downloaded,
-/// up_to_date.
+/// vic_last_error_message for the buffer convention): reference, digest
+/// (what the reference resolved to: the index digest for multi-platform
+/// images), manifest_digest and manifest_media_type (the registry's
+/// manifest), stored_manifest_digest (what index.json names: the same for
+/// OCI images, the OCI rewrite of a Docker schema2 manifest, as `skopeo
+/// copy` makes), config_digest, platform, store, layers [{digest, diff_id,
+/// size, media_type}], bytes_downloaded, bytes_reused, bytes_shared,
+/// bytes_resumed, retries {cause: count}, rate_limit_remaining, up_to_date.
 ///
 /// Returns OK, BUFFER_TOO_SMALL (`*out_n` holds the length), PENDING while
 /// the pull runs, or INVALID_ARGUMENT (NULL pointers, or the pull failed).

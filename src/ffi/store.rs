@@ -14,8 +14,9 @@ use std::time::Duration;
 ///
 /// `store` is the layout directory (borrowed for the call). On OK the
 /// number of files and bytes removed go to `*out_removed` and `*out_bytes`
-/// (either may be NULL). Returns OK, INVALID_ARGUMENT (NULL or non-UTF-8
-/// path) or STORE_IO. Blocks on file I/O; any thread.
+/// (either may be NULL). Nothing is ever created: a path that holds no
+/// store reports 0 files. Returns OK, INVALID_ARGUMENT (NULL, empty or
+/// non-UTF-8 path) or STORE_IO. Blocks on file I/O; any thread.
 ///
 /// # Safety
 /// `store` is NULL or a NUL-terminated string; each out pointer is NULL or
@@ -34,7 +35,7 @@ pub unsafe extern "C" fn vic_store_purge_partials(
             Ok(p) => p,
             Err(code) => return code,
         };
-        let report = Store::open(std::path::Path::new(path))
+        let report = Store::existing(std::path::Path::new(path))
             .and_then(|s| s.purge_partials(Duration::from_secs(max_age_secs), max_total_bytes));
         match report {
             Ok(r) => {

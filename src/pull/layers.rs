@@ -81,8 +81,20 @@ impl Plan {
         for (i, d) in layers.iter().enumerate() {
             let digest = d.parsed_digest()?;
             let encoding = layer_encoding(&d.media_type).map_err(|e| e.context(&digest))?;
-            if !positions.iter().any(|p: &Position| p.digest == digest) {
-                unique.push(i);
+            match positions.iter().find(|p: &&Position| p.digest == digest) {
+                None => unique.push(i),
+                // One blob has one size: a manifest that says otherwise
+                // would be stored describing bytes that are not there.
+                Some(p) if p.size != d.size => {
+                    return Err(Error::new(
+                        ErrorKind::Registry,
+                        format!(
+                            "the manifest lists layer {digest} with sizes {} and {}",
+                            p.size, d.size
+                        ),
+                    ))
+                }
+                Some(_) => {}
             }
             positions.push(Position {
                 digest,
@@ -270,7 +282,8 @@ async fn forward(
                 delay_secs,
                 reason,
             } => {
-                let m = format!("Retrying in {delay_secs} seconds (attempt {attempt}): {reason}");
+                let unit = if delay_secs == 1 { "second" } else { "seconds" };
+                let m = format!("Retrying in {delay_secs} {unit} (attempt {attempt}): {reason}");
                 say(Kind::Retrying, attempt as u64, 0, Some(m));
             }
             State::Verifying => {

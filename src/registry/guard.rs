@@ -27,11 +27,25 @@ pub fn refused(url: &reqwest::Url) -> Option<String> {
 fn forbidden_ip(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => forbidden_v4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => forbidden_v4(v4),
+        IpAddr::V6(v6) => match embedded_v4(v6) {
+            Some(v4) => forbidden_v4(v4) || forbidden_v6(v6),
             None => forbidden_v6(v6),
         },
     }
+}
+
+/// The IPv4 address an IPv6 one carries: mapped (::ffff:a.b.c.d),
+/// IPv4-compatible (::a.b.c.d) or NAT64 (64:ff9b::a.b.c.d), each of which a
+/// host may route to the IPv4 address.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    let s = ip.segments();
+    let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    let compat = s[..6].iter().all(|x| *x == 0);
+    let nat64 = s[0] == 0x64 && s[1] == 0xff9b && s[2..6].iter().all(|x| *x == 0);
+    (compat || nat64).then_some(tail)
 }
 
 fn forbidden_v4(ip: Ipv4Addr) -> bool {
@@ -69,6 +83,8 @@ mod tests {
             "http://[fe80::1]/x",
             "http://[fd00:ec2::254]/x",
             "http://[::ffff:169.254.169.254]/x",
+            "http://[::169.254.169.254]/x",
+            "http://[64:ff9b::a9fe:a9fe]/x",
             "http://100.100.100.200/x",
             "http://metadata.google.internal/computeMetadata/v1/",
             "http://METADATA.GOOGLE.INTERNAL./x",

@@ -52,17 +52,31 @@ pub async fn read_capped(resp: reqwest::Response, cap: usize) -> Result<Vec<u8>>
     if resp.content_length().is_some_and(|n| n > cap as u64) {
         return Err(too_big(&url, cap));
     }
-    let mut out = Vec::new();
-    let mut body = resp.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| network(&url, &e))?;
-        if out.len() + chunk.len() > cap {
-            return Err(too_big(&url, cap));
+    let read = async {
+        let mut out = Vec::new();
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| network(&url, &e))?;
+            if out.len() + chunk.len() > cap {
+                return Err(too_big(&url, cap));
+            }
+            out.extend_from_slice(&chunk);
         }
-        out.extend_from_slice(&chunk);
+        Ok(out)
+    };
+    // A server that drips a small body byte by byte never trips the read
+    // timeout; the whole body gets one deadline instead.
+    match tokio::time::timeout(SMALL_BODY_DEADLINE, read).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::transient(
+            ErrorKind::Network,
+            format!("response from {url} took longer than {SMALL_BODY_DEADLINE:?} to arrive"),
+        )),
     }
-    Ok(out)
 }
+
+/// The longest a manifest, config, token or error body may take to arrive.
+pub const SMALL_BODY_DEADLINE: Duration = Duration::from_secs(60);
 
 fn too_big(url: &str, cap: usize) -> Error {
     Error::new(
@@ -86,8 +100,14 @@ pub fn network(what: &str, e: &reqwest::Error) -> Error {
         src = s.source();
     }
     let mut err = Error::transient(ErrorKind::Network, format!("{what}: {msg}"));
-    // A certificate that does not verify will not verify on the next try.
-    err.transient = !msg.contains("invalid peer certificate");
+    // A certificate that does not verify will not verify on the next try,
+    // nor will a request we could not even build (a bad header value) or a
+    // redirect we refused.
+    err.transient =
+        !(msg.contains("invalid peer certificate") || e.is_builder() || e.is_redirect());
+    if !err.transient && (e.is_builder() || e.is_redirect()) {
+        err.kind = ErrorKind::Registry;
+    }
     err
 }
 
@@ -138,5 +158,5 @@ fn registry_message(body: &[u8]) -> Option<String> {
     let e = v.get("errors")?.get(0)?;
     let code = e.get("code").and_then(|c| c.as_str()).unwrap_or("");
     let msg = e.get("message").and_then(|c| c.as_str()).unwrap_or("");
-    Some(format!("{code} {msg}").trim().to_string())
+    Some(crate::error::printable(format!("{code} {msg}").trim()))
 }

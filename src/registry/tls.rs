@@ -120,14 +120,24 @@ fn certs_d(dir: &Path, host: &str) -> Result<Found> {
     Ok((roots, pair))
 }
 
+/// Read at most MAX_PEM bytes: the size on disk says nothing for a device,
+/// a FIFO or a file that grows while we read.
 fn read_pem(path: &Path, host: &str) -> Result<Vec<u8>> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| tls_error(host, &format!("cannot read {}: {e}", path.display())))?;
-    if meta.len() > MAX_PEM {
-        return Err(tls_error(host, &format!("{} is too large", path.display())));
+    use std::io::Read;
+    let cannot =
+        |e: std::io::Error| tls_error(host, &format!("cannot read {}: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_PEM + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_PEM {
+        return Err(tls_error(
+            host,
+            &format!("{} is larger than {MAX_PEM} bytes", path.display()),
+        ));
     }
-    std::fs::read(path)
-        .map_err(|e| tls_error(host, &format!("cannot read {}: {e}", path.display())))
+    Ok(bytes)
 }
 
 fn tls_error(host: &str, why: &str) -> Error {

@@ -57,6 +57,17 @@ impl Store {
         Ok(store)
     }
 
+    /// A handle on `root` that creates nothing (for maintenance: a path
+    /// that holds no store simply has nothing to tidy).
+    pub fn existing(root: &Path) -> Result<Store> {
+        if root.as_os_str().is_empty() {
+            return Err(Error::invalid("store path is empty"));
+        }
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -263,12 +274,15 @@ impl Store {
     fn read_index(&self) -> Result<serde_json::Value> {
         let path = self.root.join("index.json");
         let text = fs::read(&path).map_err(io("cannot read index.json"))?;
-        serde_json::from_slice(&text).map_err(|e| {
-            Error::new(
-                ErrorKind::StoreIo,
-                format!("{} is not valid JSON: {e}", path.display()),
-            )
-        })
+        let bad = |why: String| Error::new(ErrorKind::StoreIo, format!("{} {why}", path.display()));
+        let index: serde_json::Value =
+            serde_json::from_slice(&text).map_err(|e| bad(format!("is not valid JSON: {e}")))?;
+        // Refuse rather than overwrite what another tool wrote.
+        match index.get("manifests") {
+            _ if !index.is_object() => Err(bad("is not a JSON object".into())),
+            Some(m) if !m.is_array() => Err(bad("has a \"manifests\" that is not a list".into())),
+            _ => Ok(index),
+        }
     }
 
     /// The manifest digest a name points at now, if any.
@@ -347,6 +361,20 @@ mod tests {
         let idx = s.read_index().unwrap();
         assert_eq!(idx["manifests"].as_array().unwrap().len(), 2);
         assert_eq!(s.ref_digest("r:1").unwrap(), Some(d.to_string()));
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn index_that_is_not_an_object_is_an_error_not_a_panic() {
+        let root = tmpdir("badindex");
+        let s = Store::open(&root).unwrap();
+        let d = Digest::of(b"abc");
+        for text in ["[]", "\"str\"", "5", r#"{"manifests":5}"#] {
+            fs::write(root.join("index.json"), text).unwrap();
+            let e = s.set_ref("r:1", "m", &d, 3).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::StoreIo, "{text}");
+            assert_eq!(fs::read_to_string(root.join("index.json")).unwrap(), text);
+        }
         fs::remove_dir_all(root).unwrap();
     }
 
