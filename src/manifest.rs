@@ -278,6 +278,24 @@ struct RootFs {
     diff_ids: Vec<String>,
 }
 
+#[derive(Debug, Deserialize)]
+struct ConfigPlatform {
+    os: Option<String>,
+    architecture: Option<String>,
+    variant: Option<String>,
+}
+
+/// The platform an image config declares, when it declares one.
+pub fn config_platform(config: &[u8]) -> Option<Platform> {
+    let c: ConfigPlatform = serde_json::from_slice(config).ok()?;
+    Some(Platform {
+        os: c.os?,
+        architecture: c.architecture?,
+        variant: c.variant,
+        os_version: None,
+    })
+}
+
 /// The diffIDs the config promises, in layer order.
 pub fn config_diff_ids(config: &[u8], what: &str) -> Result<Vec<String>> {
     let raw: RawConfig = serde_json::from_slice(config).map_err(|e| {

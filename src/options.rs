@@ -121,6 +121,8 @@ pub struct Checked {
     pub reference: Reference,
     pub store: PathBuf,
     pub platform: Platform,
+    /// The caller named a platform (rather than taking the host's).
+    pub platform_explicit: bool,
     pub plain_http: PlainHttp,
     pub credentials: Credentials,
     pub max_concurrent_downloads: usize,
@@ -230,6 +232,7 @@ impl PullOptions {
         Ok(Checked {
             reference,
             store: self.store,
+            platform_explicit: self.platform.is_some(),
             platform,
             plain_http: self.plain_http,
             credentials,

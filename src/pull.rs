@@ -160,6 +160,21 @@ async fn run(
         None => client.small_blob(&config_digest, image.config.size).await?,
     };
     let diff_ids = manifest::config_diff_ids(&config, &shown)?;
+    let platform = match (platform, manifest::config_platform(&config)) {
+        (Some(p), _) => Some(p),
+        (None, Some(have)) => {
+            // A single-platform image: an explicit --platform that it does
+            // not satisfy is an error, as with docker pull --platform.
+            if o.platform_explicit && !o.platform.matches(&have) {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("{shown} is an image for {have}, not {}", o.platform),
+                ));
+            }
+            Some(have.normalized().to_string())
+        }
+        (None, None) => None,
+    };
     if o.verify_diff_ids && diff_ids.len() != image.layers.len() {
         return Err(Error::new(
             ErrorKind::Registry,

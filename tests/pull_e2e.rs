@@ -401,3 +401,20 @@ fn missing_tag_is_not_found_naming_the_manifest() {
     assert_eq!(out.code, vic_result::NotFound, "{}", out.message);
     assert!(out.message.contains("fx/nothing:here"), "{}", out.message);
 }
+
+#[test]
+fn explicit_platform_that_a_single_manifest_image_does_not_match_is_not_found() {
+    let env = Env::new();
+    let spec = ImageSpec::new(vec![Layer::random(16 << 10, 3)]);
+    env.push("fx/single", "1", &spec);
+    let mut opts = env.options("fx/single:1");
+    opts["platform"] = "windows/s390x".into();
+    let (out, _) = capi::pull(opts);
+    assert_eq!(out.code, vic_result::NotFound, "{}", out.message);
+    assert!(out.message.contains("linux/amd64"), "{}", out.message);
+    // Without a platform option the host's is not enforced on it, and the
+    // result names the image's own platform.
+    let (out, _) = capi::pull(env.options("fx/single:1"));
+    assert_eq!(out.code, vic_result::Ok, "{}", out.message);
+    assert_eq!(out.json.unwrap()["platform"], "linux/amd64");
+}

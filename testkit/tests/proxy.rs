@@ -123,10 +123,11 @@ fn throttle_limits_the_rate() {
     assert_eq!(f.get_blob(), f.layer.blob());
     let secs = start.elapsed().as_secs_f64();
     let rate = f.layer.size() as f64 / secs;
-    // The throttle guarantees the upper bound; the lower one is loose because a loaded
-    // 2-core CI machine running a debug build can lag well behind the schedule.
+    // The throttle guarantees the upper bound, give or take the first piece (1/20 s of
+    // data goes out at once, so a short body can beat the rate by one piece); the lower
+    // one is loose because a loaded 2-core CI machine can lag behind the schedule.
     assert!(
-        rate <= 1.05 * (1 << 20) as f64,
+        rate <= 1.3 * (1 << 20) as f64,
         "rate {rate:.0} B/s in {secs:.3}s"
     );
     assert!(
