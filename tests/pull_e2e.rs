@@ -4,7 +4,7 @@
 mod common;
 
 use common::capi::{self, Ev};
-use common::fixtures::{self, assert_blobs_verify, index_json, leftovers, Env};
+use common::fixtures::{self, assert_blobs_verify, index_json, leftovers, named_images, Env};
 use std::collections::HashSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -269,13 +269,7 @@ fn s20_corrupt_blob_fails_with_digest_mismatch_and_writes_nothing() {
         "{:?}",
         leftovers(env.store())
     );
-    assert_eq!(
-        index_json(env.store())["manifests"]
-            .as_array()
-            .unwrap()
-            .len(),
-        0
-    );
+    assert_eq!(named_images(env.store()), 0);
     assert!(!env
         .store()
         .join("blobs/sha256")

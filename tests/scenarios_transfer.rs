@@ -5,7 +5,7 @@
 mod common;
 
 use common::capi;
-use common::fixtures::{assert_blobs_verify, index_json, leftovers, Env};
+use common::fixtures::{assert_blobs_verify, leftovers, named_images, Env};
 use std::time::{Duration, Instant};
 use vicpull::ffi::result::vic_result;
 use vicpull::progress::Kind;
@@ -231,13 +231,7 @@ fn s08_b_reset_on_every_attempt_fails_naming_the_blob_and_keeps_l1() {
     assert_eq!(retries, 2);
     assert!(stored(&env, l1.digest()), "L1 stays committed");
     assert!(!stored(&env, l2.digest()));
-    assert_eq!(
-        index_json(env.store())["manifests"]
-            .as_array()
-            .unwrap()
-            .len(),
-        0
-    );
+    assert_eq!(named_images(env.store()), 0);
 
     env.proxy.clear_faults();
     env.proxy.clear_log();

@@ -4,7 +4,7 @@
 mod common;
 
 use common::capi::{self, Pull};
-use common::fixtures::{assert_blobs_verify, index_json, leftovers, Env};
+use common::fixtures::{assert_blobs_verify, leftovers, named_images, Env};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,13 +59,7 @@ fn s18_eight_pulls_sharing_three_base_layers_fetch_each_blob_once() {
         assert_eq!(env.proxy.count_gets(&d), 1, "GETs of {d}");
     }
     assert_blobs_verify(env.store());
-    assert_eq!(
-        index_json(env.store())["manifests"]
-            .as_array()
-            .unwrap()
-            .len(),
-        8
-    );
+    assert_eq!(named_images(env.store()), 8);
 }
 
 #[test]
@@ -404,13 +398,7 @@ fn commit_hook_sees_layers_in_order_and_can_refuse() {
     assert_eq!(out.code, vic_result::HostRejected);
     assert!(out.message.contains("disk image full"), "{}", out.message);
     assert_eq!(commits.len(), 2, "the refused layer was offered");
-    assert_eq!(
-        index_json(env.store())["manifests"]
-            .as_array()
-            .unwrap()
-            .len(),
-        0
-    );
+    assert_eq!(named_images(env.store()), 0);
 }
 
 #[test]

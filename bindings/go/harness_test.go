@@ -59,7 +59,9 @@ func runWithRegistry(m *testing.M) (int, error) {
 		return 0, err
 	}
 	if err := cmd.Start(); err != nil {
-		return 0, fmt.Errorf("start %s (build it with cargo build --release -p vicpull-testkit): %w", testkit(), err)
+		return 0, fmt.Errorf(
+			"start %s (build it with cargo build --release -p vicpull-testkit): %w",
+			testkit(), err)
 	}
 	defer func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)

@@ -34,12 +34,14 @@ func TestPullMatchesSeededImage(t *testing.T) {
 		t.Errorf("result %+v", res)
 	}
 	for _, l := range res.Layers {
-		if !strings.HasPrefix(l.Digest, "sha256:") || !strings.HasPrefix(l.DiffID, "sha256:") || l.Size == 0 {
+		if !strings.HasPrefix(l.Digest, "sha256:") ||
+			!strings.HasPrefix(l.DiffID, "sha256:") || l.Size == 0 {
 			t.Errorf("layer %+v", l)
 		}
 	}
 	var raw map[string]any
-	if err := json.Unmarshal(res.JSON, &raw); err != nil || raw["manifest_digest"] != fixture.appDigest {
+	err = json.Unmarshal(res.JSON, &raw)
+	if err != nil || raw["manifest_digest"] != fixture.appDigest {
 		t.Errorf("raw JSON %s (%v)", res.JSON, err)
 	}
 	if n := checkBlobs(t, opts.Store); n < 4 { // config, two layers, manifest(s)
@@ -62,7 +64,8 @@ func checkProgressOrder(t *testing.T, events []Progress, res *Result) {
 		t.Fatalf("only %d events", len(events))
 	}
 	first, last := events[0], events[len(events)-1]
-	if first.Kind != PullingFrom || last.Kind != StatusKind || events[len(events)-2].Kind != DigestKind {
+	if first.Kind != PullingFrom || last.Kind != StatusKind ||
+		events[len(events)-2].Kind != DigestKind {
 		t.Errorf("first %v, last %v", first, last)
 	}
 	step := map[ProgressKind]int{
@@ -190,7 +193,8 @@ func TestContextCancelIsPrompt(t *testing.T) {
 	}
 	done := make(chan outcome, 1)
 	go func() {
-		_, err := Pull(ctx, Options{Reference: fixture.big, Store: store, PlainHTTP: true, OnProgress: onProgress})
+		opts := Options{Reference: fixture.big, Store: store, PlainHTTP: true, OnProgress: onProgress}
+		_, err := Pull(ctx, opts)
 		done <- outcome{err, time.Now()}
 	}()
 	select {
@@ -371,7 +375,8 @@ func TestNamesMatchLibrary(t *testing.T) {
 func TestCancelKeepsPartialThatCanBePurged(t *testing.T) {
 	store := t.TempDir()
 	onProgress, started := waitForBytes()
-	h, err := Start(Options{Reference: fixture.big, Store: store, PlainHTTP: true, OnProgress: onProgress})
+	opts := Options{Reference: fixture.big, Store: store, PlainHTTP: true, OnProgress: onProgress}
+	h, err := Start(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

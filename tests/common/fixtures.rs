@@ -99,3 +99,8 @@ pub fn leftovers(store: &Path) -> Vec<PathBuf> {
 pub fn index_json(store: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(store.join("index.json")).unwrap()).unwrap()
 }
+
+/// How many images the store's index.json names.
+pub fn named_images(store: &Path) -> usize {
+    index_json(store)["manifests"].as_array().unwrap().len()
+}

@@ -68,7 +68,8 @@ def functions() -> Dict[str, Tuple[Any, List[Any]]]:
             assert not decl, decl
             continue
         ret, name, params = m.groups()
-        args = [] if params in ("", "void") else [ctype(split_param(p)[0]) for p in params.split(",")]
+        args = ([] if params in ("", "void")
+                else [ctype(split_param(p)[0]) for p in params.split(",")])
         out[name] = (ctype(ret), args)
     return out
 

@@ -27,7 +27,8 @@ func run(args []string) int {
 	platform := fs.String("platform", "", "os/arch[/variant] (default: this host)")
 	asJSON := fs.Bool("json", false, "print the result JSON on stdout")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: vicpull-pull REF --store DIR [--plain-http] [--platform P] [--json]")
+		fmt.Fprintln(fs.Output(),
+			"usage: vicpull-pull REF --store DIR [--plain-http] [--platform P] [--json]")
 		fs.PrintDefaults()
 	}
 	// Flags may come before or after REF.

@@ -3,7 +3,8 @@ image-layout directory, through libvicpull's C API (ctypes, no compiled
 parts).
 
     >>> import vicpull
-    >>> r = vicpull.pull("127.0.0.1:5000/app:1", store="/tmp/oci", plain_http=True)  # doctest: +SKIP
+    >>> r = vicpull.pull("127.0.0.1:5000/app:1", store="/tmp/oci",
+    ...                  plain_http=True)  # doctest: +SKIP
 """
 
 from __future__ import annotations
