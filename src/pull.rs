@@ -131,11 +131,8 @@ async fn run(
         ),
     );
 
-    let manager = transfer::for_store(
-        &o.store,
-        o.max_concurrent_downloads,
-        (o.partial_max_age, o.partial_max_bytes),
-    )?;
+    let manager = transfer::for_store(&o.store, (o.partial_max_age, o.partial_max_bytes))?;
+    let _slots = manager.enter_pull(pull_id, o.max_concurrent_downloads);
     let store = manager.store().clone();
     let client = Arc::new(Client::new(&r.registry, &r.repository, o)?);
 

@@ -363,6 +363,42 @@ fn one_layer_pull_is_not_starved_by_a_forty_layer_pull() {
 }
 
 #[test]
+fn a_later_pull_with_a_higher_limit_widens_the_pool_but_not_the_first_pull() {
+    let env = Env::new();
+    let slow: Vec<Layer> = (0..6).map(|i| Layer::random(100 << 10, 3000 + i)).collect();
+    env.push("fx/slow", "1", &ImageSpec::new(slow));
+    let wide: Vec<Layer> = (0..4).map(|i| Layer::random(100 << 10, 3100 + i)).collect();
+    env.push("fx/wide", "1", &ImageSpec::new(wide));
+    // About 0.5 s per layer and connection.
+    env.proxy.throttle(Match::AnyBlob, 200 << 10, None);
+    let mut opts = env.options("fx/slow:1");
+    opts["max_concurrent_downloads"] = 1.into();
+    let t_slow = Instant::now();
+    let slow = capi::start(&opts).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let mut opts = env.options("fx/wide:1");
+    opts["max_concurrent_downloads"] = 4.into();
+    let t_wide = Instant::now();
+    let out = capi::start(&opts).unwrap().wait(Duration::from_secs(30));
+    assert_eq!(out.code, vic_result::Ok, "{}", out.message);
+    let wide_took = t_wide.elapsed();
+    // Held to the first pull's single slot it would need ~4 s.
+    assert!(
+        wide_took < Duration::from_millis(1600),
+        "the limit-4 pull took {wide_took:?}"
+    );
+    assert!(slow.poll(0).state == vicpull::ffi::pull::vic_pull_state::Pending);
+    assert_eq!(slow.wait(Duration::from_secs(30)).code, vic_result::Ok);
+    let slow_took = t_slow.elapsed();
+    // Six layers one at a time: the wider pool did not widen this pull.
+    assert!(
+        slow_took > Duration::from_millis(2700),
+        "the limit-1 pull took {slow_took:?}"
+    );
+}
+
+#[test]
 fn commit_hook_sees_layers_in_order_and_can_refuse() {
     let env = Env::new();
     let layers = vec![

@@ -3,9 +3,10 @@
 //!
 //! Lifecycle
 //! - One `Manager` per store directory in this process (`for_store`). It owns
-//!   the download slots (`slots.rs`: by priority, then round-robin between
-//!   pulls, then first come first served) and the in-flight table
-//!   `digest -> Transfer`.
+//!   the download slots (`slots.rs`: each pull keeps to its own limit, the
+//!   store to the largest limit of the pulls running; by priority, then
+//!   round-robin between pulls, then first come first served) and the
+//!   in-flight table `digest -> Transfer`.
 //! - `Manager::watch` either joins the transfer already in flight for that
 //!   digest or creates one and spawns its task. Either way the caller gets a
 //!   `Watcher`; dropping it is the release, so watch and release always pair.
@@ -137,10 +138,13 @@ pub struct Manager {
     inflight: Mutex<HashMap<Digest, Arc<Transfer>>>,
 }
 
+/// Slots while no pull is registered; every pull brings its own limit.
+const IDLE_SLOTS: usize = 3;
+
 static MANAGERS: Mutex<Vec<(PathBuf, Weak<Manager>)>> = Mutex::new(Vec::new());
 
 /// The manager shared by every pull into `root` in this process.
-pub fn for_store(root: &Path, slots: usize, tidy: (Duration, u64)) -> Result<Arc<Manager>> {
+pub fn for_store(root: &Path, tidy: (Duration, u64)) -> Result<Arc<Manager>> {
     let store = Store::open(root)?;
     // Old partials and leftovers of killed processes, once per process.
     if let Err(e) = store.purge_partials(tidy.0, tidy.1) {
@@ -155,13 +159,11 @@ pub fn for_store(root: &Path, slots: usize, tidy: (Duration, u64)) -> Result<Arc
         .find(|(k, _)| *k == key)
         .and_then(|(_, w)| w.upgrade())
     {
-        // TODO: a later pull's max_concurrent_downloads does not resize a
-        // manager that is already running for this store.
         return Ok(m);
     }
     let m = Arc::new(Manager {
         store: Arc::new(store),
-        slots: Slots::new(slots),
+        slots: Slots::new(IDLE_SLOTS),
         inflight: Mutex::new(HashMap::new()),
     });
     all.push((key, Arc::downgrade(&m)));
@@ -171,6 +173,12 @@ pub fn for_store(root: &Path, slots: usize, tidy: (Duration, u64)) -> Result<Arc
 impl Manager {
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// Register a pull's download limit (max_concurrent_downloads) until
+    /// the guard drops.
+    pub fn enter_pull(&self, pull_id: u64, limit: usize) -> slots::PullSlots {
+        self.slots.enter(pull_id, limit)
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Transfer>>> {

@@ -1,8 +1,12 @@
-//! Download slots for one store: a fixed number of concurrent downloads,
-//! handed out by priority, then round-robin between pulls, then first come
-//! first served within a pull. A pull with 40 layers queued cannot starve a
-//! pull with one.
+//! Download slots for one store. Each pull brings its own limit
+//! (max_concurrent_downloads): it never holds more slots than that, and the
+//! store as a whole runs at most as many downloads as the largest limit of
+//! the pulls running now, so a later pull with a higher limit widens the
+//! pool and it shrinks back when that pull ends. Slots go by priority, then
+//! round-robin between pulls, then first come first served within a pull:
+//! a pull with 40 layers queued cannot starve a pull with one.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
@@ -11,12 +15,23 @@ pub struct Slots {
 }
 
 struct State {
-    free: usize,
-    /// Invariant: while `free > 0` every entry here is abandoned.
+    in_use: usize,
+    /// The pulls running now: their limit and the slots they hold.
+    pulls: HashMap<u64, PullUse>,
+    /// The pool size while no pull is registered (transfers still
+    /// finishing after their pulls left).
+    idle_capacity: usize,
+    /// Invariant after every change: either no slot is free or every
+    /// waiter whose pull is under its limit has given up.
     waiting: Vec<Waiter>,
     /// The pull served last, for round-robin.
     last_pull: u64,
     seq: u64,
+}
+
+struct PullUse {
+    limit: usize,
+    active: usize,
 }
 
 struct Waiter {
@@ -30,21 +45,68 @@ struct Waiter {
 pub struct Permit {
     /// None once disarmed: a permit that was never delivered.
     slots: Option<Arc<Slots>>,
+    pull: u64,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         if let Some(s) = self.slots.take() {
-            s.release();
+            s.release(self.pull);
+        }
+    }
+}
+
+/// A pull's registration; dropping it removes the pull's limit.
+pub struct PullSlots {
+    slots: Arc<Slots>,
+    pull: u64,
+}
+
+impl Drop for PullSlots {
+    fn drop(&mut self) {
+        let mut s = self.slots.lock();
+        if let Some(p) = s.pulls.remove(&self.pull) {
+            s.idle_capacity = p.limit;
+        }
+        self.slots.dispatch(&mut s);
+    }
+}
+
+impl State {
+    fn capacity(&self) -> usize {
+        let top = self.pulls.values().map(|p| p.limit).max();
+        top.unwrap_or(self.idle_capacity)
+    }
+
+    /// Transfers outlive the pull that started them: an unknown pull has
+    /// no limit of its own.
+    fn under_limit(&self, pull: u64) -> bool {
+        self.pulls.get(&pull).is_none_or(|p| p.active < p.limit)
+    }
+
+    fn take(&mut self, pull: u64) {
+        self.in_use += 1;
+        self.last_pull = pull;
+        if let Some(p) = self.pulls.get_mut(&pull) {
+            p.active += 1;
+        }
+    }
+
+    fn put_back(&mut self, pull: u64) {
+        self.in_use -= 1;
+        if let Some(p) = self.pulls.get_mut(&pull) {
+            p.active -= 1;
         }
     }
 }
 
 impl Slots {
-    pub fn new(n: usize) -> Arc<Slots> {
+    pub fn new(idle_capacity: usize) -> Arc<Slots> {
         Arc::new(Slots {
             state: Mutex::new(State {
-                free: n,
+                in_use: 0,
+                pulls: HashMap::new(),
+                idle_capacity,
                 waiting: Vec::new(),
                 last_pull: 0,
                 seq: 0,
@@ -56,15 +118,26 @@ impl Slots {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Register a pull and its limit for as long as the guard lives.
+    pub fn enter(self: &Arc<Self>, pull: u64, limit: usize) -> PullSlots {
+        let mut s = self.lock();
+        s.pulls.insert(pull, PullUse { limit, active: 0 });
+        self.dispatch(&mut s);
+        PullSlots {
+            slots: self.clone(),
+            pull,
+        }
+    }
+
     /// Wait for a slot. Dropping the future gives up the place in line.
     pub async fn acquire(self: &Arc<Self>, pull: u64, priority: i32) -> Permit {
         let rx = {
             let mut s = self.lock();
-            if s.free > 0 {
-                s.free -= 1;
-                s.last_pull = pull;
+            if s.in_use < s.capacity() && s.under_limit(pull) {
+                s.take(pull);
                 return Permit {
                     slots: Some(self.clone()),
+                    pull,
                 };
             }
             let (tx, rx) = oneshot::channel();
@@ -86,40 +159,50 @@ impl Slots {
         }
     }
 
-    fn release(self: &Arc<Self>) {
+    fn release(self: &Arc<Self>, pull: u64) {
         let mut s = self.lock();
-        while let Some(i) = next(&s) {
+        s.put_back(pull);
+        self.dispatch(&mut s);
+    }
+
+    /// Hand free slots to waiters until none is free or none may take one.
+    fn dispatch(self: &Arc<Self>, s: &mut State) {
+        while s.in_use < s.capacity() {
+            let Some(i) = next(s) else { return };
             let w = s.waiting.swap_remove(i);
-            s.last_pull = w.pull;
-            match w.tx.send(Permit {
+            s.take(w.pull);
+            let permit = Permit {
                 slots: Some(self.clone()),
-            }) {
-                Ok(()) => return,
-                // The waiter gave up. Disarm the returned permit (releasing
-                // it would take this lock again): the slot stays ours to
-                // hand on.
-                Err(mut p) => drop(p.slots.take()),
+                pull: w.pull,
+            };
+            // The waiter gave up. Disarm the returned permit (releasing it
+            // would take this lock again) and give the slot back by hand.
+            if let Err(mut p) = w.tx.send(permit) {
+                drop(p.slots.take());
+                s.put_back(w.pull);
             }
         }
-        s.free += 1;
     }
 
     /// Slots free right now (for tests).
     pub fn free(&self) -> usize {
-        self.lock().free
+        let s = self.lock();
+        s.capacity().saturating_sub(s.in_use)
     }
 }
 
-/// Highest priority first; then the next pull after the one served last;
-/// then the oldest request of that pull.
+/// Among waiters whose pull is under its limit: highest priority first;
+/// then the next pull after the one served last; then the oldest request
+/// of that pull.
 fn next(s: &State) -> Option<usize> {
-    let top = s.waiting.iter().map(|w| w.priority).max()?;
-    let candidates = || {
+    let eligible = || {
         s.waiting
             .iter()
             .enumerate()
-            .filter(move |(_, w)| w.priority == top)
+            .filter(|(_, w)| s.under_limit(w.pull))
     };
+    let top = eligible().map(|(_, w)| w.priority).max()?;
+    let candidates = || eligible().filter(move |(_, w)| w.priority == top);
     let pull = candidates()
         .map(|(_, w)| w.pull)
         .filter(|p| *p > s.last_pull)
@@ -160,6 +243,39 @@ mod tests {
             (2, 0),
             "pull 2 goes before pull 1's backlog: {order:?}"
         );
+        assert_eq!(slots.free(), 1);
+    }
+
+    #[tokio::test]
+    async fn each_pull_keeps_its_limit_and_the_pool_follows_the_largest() {
+        let slots = Slots::new(3);
+        let one = slots.enter(1, 1);
+        let first = slots.acquire(1, 0).await;
+        let s = slots.clone();
+        let second = tokio::spawn(async move { s.acquire(1, 0).await });
+        tokio::task::yield_now().await;
+        assert!(!second.is_finished(), "pull 1 may hold one slot only");
+        assert_eq!(slots.free(), 0, "the pool is pull 1's limit");
+
+        // A later pull with a higher limit widens the pool at once.
+        let four = slots.enter(2, 4);
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(slots.acquire(2, 0).await);
+        }
+        assert_eq!(slots.free(), 0);
+        tokio::task::yield_now().await;
+        assert!(!second.is_finished(), "pull 1 is still held to its limit");
+        drop(first);
+        let second = second.await.unwrap();
+
+        // When it ends the pool shrinks back: nothing new until below 1.
+        drop(four);
+        drop(held);
+        assert_eq!(slots.free(), 0);
+        drop(second);
+        assert_eq!(slots.free(), 1);
+        drop(one);
         assert_eq!(slots.free(), 1);
     }
 
