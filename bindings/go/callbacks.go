@@ -2,7 +2,8 @@ package vicpull
 
 // The exported functions below are the Go ends of the C trampolines in
 // shim.c. They run on the pull's library thread, so they only copy the
-// event and hand it over; they never block and never call the user.
+// event and hand it over, and never call the user. Only the commit
+// trampoline (commit.go) blocks: the library waits for the hook's answer.
 
 // #cgo CFLAGS: -I${SRCDIR}/../../include
 // #include "shim.h"
@@ -19,9 +20,10 @@ import (
 // hand-over point between the library thread and Go.
 type pullState struct {
 	mu sync.Mutex
-	// queue holds events not yet given to OnProgress. It is unbounded so
-	// the library thread never waits for a slow callback.
-	queue []Progress
+	// queue holds events and commit offers not yet given to the user's
+	// hooks. It is unbounded so the library thread never waits for a slow
+	// OnProgress.
+	queue []item
 	// notify has room for one token: "queue may be non-empty".
 	notify chan struct{}
 	// code and message are set by on_done, before done is closed.
@@ -40,6 +42,9 @@ type pullState struct {
 	// userFailed is closed when OnProgress panicked (see panicked).
 	userFailed chan struct{}
 	panicked   *CallbackPanicError
+	// veto is what OnCommit returned (or its recovered panic) when it
+	// refused a layer; Wait wraps it in the HOST_REJECTED error.
+	veto error
 	// fault is a panic inside a trampoline (a bug in this package).
 	fault any
 }
@@ -55,9 +60,22 @@ func newPullState() *pullState {
 	}
 }
 
-func (s *pullState) push(p Progress) {
+// item is one thing for the dispatcher: a progress event, or a layer
+// offered to OnCommit when commit is set.
+type item struct {
+	progress Progress
+	commit   *commitOffer
+}
+
+// hooks are the user's callbacks; either may be nil.
+type hooks struct {
+	progress func(Progress)
+	commit   func(LayerCommit) error
+}
+
+func (s *pullState) push(it item) {
 	s.mu.Lock()
-	s.queue = append(s.queue, p)
+	s.queue = append(s.queue, it)
 	s.mu.Unlock()
 	select {
 	case s.notify <- struct{}{}:
@@ -65,7 +83,7 @@ func (s *pullState) push(p Progress) {
 	}
 }
 
-func (s *pullState) take() []Progress {
+func (s *pullState) take() []item {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	q := s.queue
@@ -90,10 +108,11 @@ func closed(c chan struct{}) bool {
 	}
 }
 
-// dispatch runs the user's OnProgress for each event, in order, until the
-// pull is finalized and the queue is empty, stop is closed, or the
-// callback panics (then it cancels the pull through c).
-func (s *pullState) dispatch(cb func(Progress), c *cpull) {
+// dispatch runs the user's hooks for each item, in order, until the pull
+// is finalized and the queue is empty, stop is closed, or OnProgress
+// panics (then it cancels the pull through c). A commit offer still
+// queued when it returns is refused by the waiting trampoline.
+func (s *pullState) dispatch(h hooks, c *cpull) {
 	defer close(s.dispatched)
 	for {
 		select {
@@ -102,11 +121,18 @@ func (s *pullState) dispatch(cb func(Progress), c *cpull) {
 		case <-s.stop:
 			return
 		}
-		for _, ev := range s.take() {
+		for _, it := range s.take() {
 			if closed(s.stop) {
 				return
 			}
-			if p := deliver(cb, ev); p != nil {
+			if it.commit != nil {
+				s.answer(h.commit, it.commit)
+				continue
+			}
+			if h.progress == nil {
+				continue
+			}
+			if p := deliver(h.progress, it.progress); p != nil {
 				s.mu.Lock()
 				s.panicked = p
 				s.mu.Unlock()
@@ -126,7 +152,7 @@ func (s *pullState) dispatch(cb func(Progress), c *cpull) {
 func deliver(cb func(Progress), ev Progress) (p *CallbackPanicError) {
 	defer func() {
 		if r := recover(); r != nil {
-			p = &CallbackPanicError{Value: r, Stack: debug.Stack()}
+			p = &CallbackPanicError{Callback: "OnProgress", Value: r, Stack: debug.Stack()}
 		}
 	}()
 	cb(ev)
@@ -165,7 +191,7 @@ func vicgoProgress(h C.uintptr_t, p *C.vic_progress) {
 	if p.layer_digest != nil {
 		ev.Layer = C.GoString(p.layer_digest)
 	}
-	state(h).push(ev)
+	state(h).push(item{progress: ev})
 }
 
 //export vicgoDone

@@ -35,6 +35,12 @@
 // then calls OnProgress, in order, one event at a time. A panic there is
 // recovered: the pull is cancelled and Pull returns a *CallbackPanicError.
 //
+// OnCommit runs on that same goroutine, in the same order: the library
+// thread queues the offered layer and waits for the hook's answer, since
+// the library commits nothing before it. An error (or a recovered panic)
+// refuses the layer; Pull then returns an *Error matching ErrHostRejected
+// that wraps it.
+//
 // # Errors
 //
 // Library failures are *Error values carrying the Code and the library's

@@ -65,8 +65,8 @@ var (
 	ErrInternal        = &sentinel{CodeInternal}
 	ErrRateLimited     = &sentinel{CodeRateLimited}
 	ErrBufferTooSmall  = &sentinel{CodeBufferTooSmall}
-	// ErrHostRejected: a host commit hook refused a layer (this package
-	// installs none, so Pull does not return it today).
+	// ErrHostRejected: Options.OnCommit refused a layer; the *Error wraps
+	// what the hook returned.
 	ErrHostRejected = &sentinel{CodeHostRejected}
 )
 
@@ -96,7 +96,8 @@ func (s *sentinel) Error() string {
 type Error struct {
 	Code    Code
 	Message string
-	// cause is what made the binding cancel (ctx.Err()), if anything.
+	// cause is what made the binding cancel (ctx.Err()), or what OnCommit
+	// returned when it refused a layer, if anything.
 	cause error
 }
 
@@ -114,7 +115,8 @@ func (e *Error) Is(target error) bool {
 }
 
 // Unwrap returns the context error when the pull was cancelled through
-// its context, so errors.Is(err, context.Canceled) holds.
+// its context, so errors.Is(err, context.Canceled) holds, and the hook's
+// error (or *CallbackPanicError) when OnCommit refused a layer.
 func (e *Error) Unwrap() error { return e.cause }
 
 // newError builds an *Error from a code and library text, dropping a
@@ -124,15 +126,21 @@ func newError(code Code, message string) *Error {
 	return &Error{Code: code, Message: message}
 }
 
-// CallbackPanicError reports that the OnProgress callback panicked. The
-// pull was cancelled; Value is what the callback panicked with and Stack
-// the goroutine's stack at that point.
+// CallbackPanicError reports that a callback panicked: OnProgress (the
+// pull was cancelled and Pull returns this error) or OnCommit (the layer
+// was refused and Pull's HOST_REJECTED *Error wraps this error). Value is
+// what the callback panicked with and Stack the goroutine's stack then.
 type CallbackPanicError struct {
-	Value any
-	Stack []byte
+	// Callback is "OnProgress" or "OnCommit".
+	Callback string
+	Value    any
+	Stack    []byte
 }
 
 func (e *CallbackPanicError) Error() string {
+	if e.Callback == "OnCommit" {
+		return fmt.Sprintf("vicpull: commit hook panicked: %v", e.Value)
+	}
 	return fmt.Sprintf("vicpull: progress callback panicked: %v", e.Value)
 }
 

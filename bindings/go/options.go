@@ -56,6 +56,16 @@ type Options struct {
 	// library thread hands each event over and returns at once. A panic in
 	// it cancels the pull, and Pull/Wait return a *CallbackPanicError.
 	OnProgress func(Progress)
+
+	// OnCommit, if set, is offered each verified layer in manifest order
+	// (parent before child) before the library commits it, on the same
+	// goroutine as OnProgress and after every event that came before. The
+	// pull waits for its answer. A nil error accepts the layer; an error
+	// refuses it, and the pull fails with an *Error matching
+	// ErrHostRejected that wraps the hook's error (a panic is recovered and
+	// refuses too, wrapped as a *CallbackPanicError). It must not Wait for
+	// or Close its own pull.
+	OnCommit func(LayerCommit) error
 }
 
 // wire is the options JSON of vic_pull_start; nil/zero fields are left

@@ -69,12 +69,17 @@ func (c *cpull) with(f func(p *C.vic_pull)) bool {
 
 func (c *cpull) cancel() { c.with(func(p *C.vic_pull) { C.vic_pull_cancel(p) }) }
 
+// free releases the C handle. It takes the handle under the lock but
+// frees it outside: vic_pull_free waits for a running callback, and the
+// commit trampoline may be waiting for the dispatcher, which may be
+// waiting for this lock to cancel.
 func (c *cpull) free() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.p != nil {
-		C.vic_pull_free(c.p)
-		c.p = nil
+	p := c.p
+	c.p = nil
+	c.mu.Unlock()
+	if p != nil {
+		C.vic_pull_free(p)
 	}
 }
 
@@ -93,11 +98,14 @@ func Start(opts Options) (*Handle, error) {
 
 	var p *C.vic_pull
 	var cerr *C.char
-	want := C.int(0)
+	wantProgress, wantCommit := C.int(0), C.int(0)
 	if opts.OnProgress != nil {
-		want = 1
+		wantProgress = 1
 	}
-	rc := C.vicgo_pull_start(cjs, C.uintptr_t(handle), want, &p, &cerr)
+	if opts.OnCommit != nil {
+		wantCommit = 1
+	}
+	rc := C.vicgo_pull_start(cjs, C.uintptr_t(handle), wantProgress, wantCommit, &p, &cerr)
 	if rc != C.VIC_RESULT_OK {
 		// The library never saw the handle, so no finalizer will run.
 		handle.Delete()
@@ -107,8 +115,8 @@ func Start(opts Options) (*Handle, error) {
 	}
 
 	h := &Handle{c: &cpull{p: p}, st: st}
-	if opts.OnProgress != nil {
-		go st.dispatch(opts.OnProgress, h.c)
+	if opts.OnProgress != nil || opts.OnCommit != nil {
+		go st.dispatch(hooks{progress: opts.OnProgress, commit: opts.OnCommit}, h.c)
 	} else {
 		close(st.dispatched)
 	}
@@ -177,7 +185,7 @@ func (h *Handle) wait(ctx context.Context) (*Result, error) {
 	<-st.dispatched
 
 	st.mu.Lock()
-	code, message, panicked, fault := st.code, st.message, st.panicked, st.fault
+	code, message, panicked, fault, veto := st.code, st.message, st.panicked, st.fault, st.veto
 	st.mu.Unlock()
 	switch {
 	case panicked != nil:
@@ -186,6 +194,8 @@ func (h *Handle) wait(ctx context.Context) (*Result, error) {
 		return nil, &Error{Code: CodeInternal, Message: fmt.Sprintf("go binding: %v", fault)}
 	case code == CodeCancelled && cause != nil:
 		return nil, &Error{Code: code, Message: message, cause: cause}
+	case code == CodeHostRejected && veto != nil:
+		return nil, &Error{Code: code, Message: message, cause: veto}
 	case code != CodeOK:
 		return nil, newError(code, message)
 	}
@@ -221,8 +231,9 @@ func (h *Handle) readResult() (*Result, error) {
 }
 
 // Close cancels the pull if it still runs and releases the library handle;
-// no progress callback starts after it returns (one already running may
-// finish). Close is idempotent and always returns nil.
+// no callback starts after it returns (one already running may finish; a
+// running OnCommit is waited for, and a layer not yet offered is refused).
+// Close is idempotent and always returns nil.
 func (h *Handle) Close() error {
 	runtime.SetFinalizer(h, nil)
 	h.st.stopDispatch()
