@@ -112,11 +112,20 @@ def test_struct_matches_header(name: str) -> None:
         assert g is w, f"{name}.{n}: {g} vs {w}"
 
 
+def callback_param(decl: str) -> Any:
+    """A callback's non-const `char *` is a buffer the host writes into;
+    the binding declares it POINTER(c_char), since a c_char_p argument
+    reaches Python as a bytes copy."""
+    if "const" not in decl and decl.replace("*", " ").split() == ["char"]:
+        return ctypes.POINTER(ctypes.c_char)
+    return ctype(decl)
+
+
 def callback_typedefs() -> Dict[str, Tuple[Any, List[Any]]]:
     out = {}
     for m in re.finditer(r"typedef (\w+) \(\*(\w+)\)\((.*?)\);", CODE, re.S):
         ret, name, params = m.groups()
-        out[name] = (ctype(ret), [ctype(split_param(p)[0]) for p in params.split(",")])
+        out[name] = (ctype(ret), [callback_param(split_param(p)[0]) for p in params.split(",")])
     return out
 
 

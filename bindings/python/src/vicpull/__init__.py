@@ -31,7 +31,16 @@ from ._errors import (
 )
 from ._ffi import LibraryNotFoundError, library_path
 from ._pull import Pull, pull, purge_partials
-from ._types import Layer, Progress, ProgressKind, PullOptions, Result, State, Status
+from ._types import (
+    Layer,
+    LayerCommit,
+    Progress,
+    ProgressKind,
+    PullOptions,
+    Result,
+    State,
+    Status,
+)
 
 __version__ = "0.1.0"
 
@@ -45,7 +54,7 @@ def library_version() -> str:
 __all__ = [
     "AuthError", "BadReferenceError", "BufferTooSmallError", "Code",
     "DigestMismatchError", "HostRejectedError", "InternalError", "InvalidArgumentError", "Layer",
-    "LibraryNotFoundError", "NetworkError", "NotFoundError", "Progress",
+    "LayerCommit", "LibraryNotFoundError", "NetworkError", "NotFoundError", "Progress",
     "ProgressKind", "Pull", "PullCancelledError", "PullOptions", "RateLimitedError",
     "RegistryError", "Result", "State", "Status", "StoreIOError",
     "UnsupportedError", "VicpullError", "error_for", "library_path",

@@ -131,7 +131,8 @@ class BufferTooSmallError(VicpullError):
 
 
 class HostRejectedError(VicpullError):
-    """A host commit hook refused a layer (not used by this binding)."""
+    """The ``on_commit`` hook refused a layer; the exception it raised is
+    this error's ``__cause__``."""
 
     code = Code.HOST_REJECTED
 

@@ -126,9 +126,11 @@ class vic_layer_commit(ctypes.Structure):
     ]
 
 
+# err_buf is written by the hook: POINTER(c_char), as a c_char_p argument
+# would arrive as an immutable bytes copy.
 vic_commit_callback = ctypes.CFUNCTYPE(
-    ctypes.c_int32, ctypes.c_void_p, ctypes.POINTER(vic_layer_commit), ctypes.c_char_p,
-    ctypes.c_size_t,
+    ctypes.c_int32, ctypes.c_void_p, ctypes.POINTER(vic_layer_commit),
+    ctypes.POINTER(ctypes.c_char), ctypes.c_size_t,
 )
 
 

@@ -75,6 +75,21 @@ class Layer:
 
 
 @dataclass(frozen=True)
+class LayerCommit:
+    """A verified layer offered to ``on_commit`` before it is committed."""
+
+    index: int
+    """Position in the manifest; a digest listed twice is offered twice."""
+    digest: str
+    diff_id: Optional[str]
+    """The uncompressed tar's digest; None when verify_diff_ids is off."""
+    media_type: str
+    size: int
+    path: str
+    """The verified blob's file in the store: read it, do not move it."""
+
+
+@dataclass(frozen=True)
 class Result:
     """What a successful pull returns (the library's result JSON)."""
 
