@@ -17,6 +17,9 @@
  *   library thread, one event at a time, in order. It must not wait for
  *   or destroy its own pull. An exception it throws cancels the pull and
  *   is rethrown by wait().
+ * - vicpull::callbacks adds the commit hook, offered each verified layer in
+ *   manifest order on that same thread; throwing refuses the layer, and
+ *   wait() throws vicpull::error (host_rejected) with it nested.
  *
  * Link with libvicpull (pkg-config --cflags --libs vicpull).
  */
@@ -177,6 +180,29 @@ struct options {
 
   /* The JSON vic_pull_start takes. */
   std::string to_json() const;
+};
+
+/* A verified layer offered to the commit hook, before it is committed.
+ * The views are valid only during the call. */
+struct layer_commit {
+  std::uint32_t index; /* position in the manifest (repeats are offered) */
+  std::string_view digest;
+  std::string_view diff_id; /* "" when verify_diff_ids is off */
+  std::string_view media_type;
+  std::uint64_t size;
+  std::string_view path; /* the verified blob in the store: read only */
+};
+
+using progress_fn = std::function<void(const progress &)>;
+/* Returning accepts the layer; throwing refuses it (what() is the reason
+ * the library reports) and fails the pull with code::host_rejected. */
+using commit_fn = std::function<void(const layer_commit &)>;
+
+/* The host's callbacks for one pull; either may be empty. Both run on the
+ * pull's library thread, in order, never at the same time. */
+struct callbacks {
+  progress_fn on_progress;
+  commit_fn on_commit;
 };
 
 struct layer {
@@ -404,6 +430,29 @@ inline std::pair<vic_result, std::string> read_text(Fill fill) {
   return {rc, s};
 }
 
+/* The message of an exception caught in a callback. */
+inline std::string what(const std::exception_ptr &e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception &x) {
+    return x.what();
+  } catch (...) {
+    return "a non-std exception";
+  }
+}
+
+/* Copy `text` into the library's buffer of `len` bytes, cut at a UTF-8
+ * character boundary and NUL-terminated. */
+inline void copy_reason(char *buf, std::size_t len, std::string_view text) noexcept {
+  if (buf == nullptr || len == 0) return;
+  std::size_t n = text.size() < len ? text.size() : len - 1;
+  while (n > 0 && n < text.size() &&
+         (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80)
+    --n;
+  text.copy(buf, n);
+  buf[n] = '\0';
+}
+
 /* This thread's vic_last_error_message, as an error_info for `rc`. */
 inline error_info last_error(vic_result rc) {
   auto text = read_text([](char *b, std::size_t l, std::size_t *n) {
@@ -495,12 +544,15 @@ inline std::string options::to_json() const {
  * (blocking until its callbacks have returned). */
 class pull {
  public:
-  using progress_fn = std::function<void(const progress &)>;
+  using progress_fn = vicpull::progress_fn;
 
   /* Start a pull; returns at once. Throws vicpull::error for bad options
    * (invalid_argument, bad_reference) with the library's message. */
   [[nodiscard]] static pull start(const options &o, progress_fn on_progress = {}) {
     return try_start(o, std::move(on_progress)).value();
+  }
+  [[nodiscard]] static pull start(const options &o, callbacks cb) {
+    return try_start(o, std::move(cb)).value();
   }
 
   /* start() without exceptions (except std::bad_alloc). */
@@ -508,12 +560,20 @@ class pull {
                                                 progress_fn on_progress = {}) {
     return try_start_json(o.to_json(), std::move(on_progress));
   }
+  [[nodiscard]] static expected<pull> try_start(const options &o, callbacks cb) {
+    return try_start_json(o.to_json(), std::move(cb));
+  }
 
   /* Start from an options JSON object written by the caller. */
   [[nodiscard]] static expected<pull> try_start_json(const std::string &json,
                                                      progress_fn on_progress = {}) {
+    return try_start_json(json, callbacks{std::move(on_progress), {}});
+  }
+  [[nodiscard]] static expected<pull> try_start_json(const std::string &json,
+                                                     callbacks cb) {
     auto st = std::make_shared<shared>();
-    st->on_progress = std::move(on_progress);
+    st->on_progress = std::move(cb.on_progress);
+    st->on_commit = std::move(cb.on_commit);
     // The library owns this reference until the finalizer releases it.
     auto *owner = new std::shared_ptr<shared>(st);
     vic_callbacks cbs{};
@@ -521,8 +581,7 @@ class pull {
     cbs.on_progress = st->on_progress ? &on_progress_tramp : nullptr;
     cbs.on_done = nullptr;
     cbs.finalizer = &finalize_tramp;
-    // TODO: the commit hook (on_commit) is not wrapped yet; it stays NULL.
-    cbs.on_commit = nullptr;
+    cbs.on_commit = st->on_commit ? &on_commit_tramp : nullptr;
     vic_pull *p = nullptr;
     vic_result rc = vic_pull_start(json.c_str(), &cbs, &p);
     if (rc != VIC_RESULT_OK) {
@@ -563,10 +622,19 @@ class pull {
   }
 
   /* Block until the pull ends. Returns the result, or throws: the
-   * exception the progress callback threw, else vicpull::error. */
+   * exception the progress callback threw, else vicpull::error. When the
+   * commit hook refused a layer that error (host_rejected) has the hook's
+   * exception nested: std::rethrow_if_nested(e) throws it. */
   [[nodiscard]] result wait() {
     auto r = try_wait();
     if (st_ && st_->callback_error) std::rethrow_exception(st_->callback_error);
+    if (!r && r.error().code == code::host_rejected && st_->commit_error) {
+      try {
+        std::rethrow_exception(st_->commit_error);
+      } catch (...) {
+        std::throw_with_nested(error(r.error()));
+      }
+    }
     return std::move(r).value();
   }
 
@@ -597,10 +665,14 @@ class pull {
  private:
   struct shared {
     progress_fn on_progress;
+    commit_fn on_commit;
     std::atomic<vic_pull *> handle{nullptr};
     std::atomic<bool> failed{false};
     std::exception_ptr callback_error;  // written once, before `failed`
     std::string callback_what;
+    // What the commit hook threw when it refused a layer (first only);
+    // written on the library thread, read once the pull has finished.
+    std::exception_ptr commit_error;
   };
 
   pull(vic_pull *p, std::shared_ptr<shared> st) : p_(p), st_(std::move(st)) {}
@@ -637,6 +709,31 @@ class pull {
     }
   }
 
+  static std::int32_t on_commit_tramp(void *user, const vic_layer_commit *l,
+                                      char *err_buf, std::size_t err_len) {
+    auto &st = **static_cast<std::shared_ptr<shared> *>(user);
+    auto view = [](const char *s) { return s ? std::string_view(s) : std::string_view(); };
+    try {
+      if (st.failed.load()) {
+        detail::copy_reason(err_buf, err_len, "the progress callback threw");
+        return 1;
+      }
+      try {
+        st.on_commit({l->index, view(l->digest), view(l->diff_id), view(l->media_type),
+                      l->size, view(l->path)});
+        return 0;
+      } catch (...) {
+        // Nothing may unwind into the library: refuse, keep it for wait().
+        auto e = std::current_exception();
+        if (!st.commit_error) st.commit_error = e;
+        detail::copy_reason(err_buf, err_len, detail::what(e));
+        return 1;
+      }
+    } catch (...) {  // std::bad_alloc while refusing: still refuse
+      return 1;
+    }
+  }
+
   static void finalize_tramp(void *user) {
     delete static_cast<std::shared_ptr<shared> *>(user);
   }
@@ -648,6 +745,9 @@ class pull {
 /* Pull an image and wait for it; throws like pull::wait(). */
 [[nodiscard]] inline result pull_image(const options &o, pull::progress_fn on_progress = {}) {
   return pull::start(o, std::move(on_progress)).wait();
+}
+[[nodiscard]] inline result pull_image(const options &o, callbacks cb) {
+  return pull::start(o, std::move(cb)).wait();
 }
 
 /* Remove resumable partial downloads of a store (see

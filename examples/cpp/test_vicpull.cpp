@@ -8,7 +8,10 @@
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -206,6 +209,138 @@ void test_cancel_poll_and_moves() {
   CHECK(leftovers(o.store).empty());
 }
 
+// What the hooks saw: each offer (copied), and how many pull_complete
+// events its layer had had by then.
+struct hook_log {
+  struct offer {
+    std::uint32_t index;
+    std::string digest, diff_id, media_type, path;
+    std::uint64_t size, file_size;
+    int complete_before;
+  };
+  std::vector<offer> offers;
+  std::map<std::string, int> complete;
+
+  vicpull::callbacks callbacks(std::function<void(const vicpull::layer_commit &)> refuse = {}) {
+    vicpull::callbacks cb;
+    cb.on_progress = [this](const vicpull::progress &p) {
+      if (p.kind == vicpull::progress_kind::pull_complete) ++complete[std::string(p.layer)];
+    };
+    cb.on_commit = [this, refuse](const vicpull::layer_commit &l) {
+      std::error_code ec;
+      auto size = fs::file_size(fs::path(l.path), ec);
+      auto done = complete.find(std::string(l.digest));
+      offers.push_back({l.index, std::string(l.digest), std::string(l.diff_id),
+                        std::string(l.media_type), std::string(l.path), l.size,
+                        ec ? 0 : size, done == complete.end() ? 0 : done->second});
+      if (refuse) refuse(l);
+    };
+    return cb;
+  }
+};
+
+std::string blob_path(const std::string &store, const std::string &digest) {
+  return (fs::path(store) / "blobs" / "sha256" / digest.substr(digest.find(':') + 1)).string();
+}
+
+// index.json entries that name an image.
+int named_images(const std::string &store) {
+  std::ifstream in(fs::path(store) / "index.json");
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string s = text.str();
+  int n = 0;
+  for (auto at = s.find("org.opencontainers.image.ref.name"); at != std::string::npos;
+       at = s.find("org.opencontainers.image.ref.name", at + 1))
+    ++n;
+  return n;
+}
+
+void test_commit_hook_sees_layers_in_order() {
+  auto o = opts_for(app_ref, "commit");
+  hook_log log;
+  auto r = vicpull::pull_image(o, log.callbacks());
+  CHECK(r.layers.size() == 2 && log.offers.size() == 2);
+  for (std::uint32_t i = 0; i < 2; ++i) {
+    const auto &got = log.offers[i];
+    const auto &want = r.layers[i];
+    CHECK(got.index == i && got.digest == want.digest && got.size == want.size);
+    CHECK(want.diff_id && got.diff_id == *want.diff_id && got.media_type == want.media_type);
+    CHECK(got.path == blob_path(o.store, got.digest) && got.file_size == got.size);
+    // Offered before its pull_complete, which still came once after.
+    CHECK(got.complete_before == 0 && log.complete[got.digest] == 1);
+  }
+
+  auto bare = opts_for(app_ref, "commit-bare");
+  bare.verify_diff_ids = false;
+  hook_log plain;
+  (void)vicpull::pull_image(bare, plain.callbacks());
+  CHECK(plain.offers.size() == 2 && plain.offers[0].diff_id.empty() &&
+        plain.offers[1].diff_id.empty());
+}
+
+void test_commit_hook_throw_refuses_second_layer() {
+  auto refuse_second = [](const vicpull::layer_commit &l) {
+    if (l.index == 1) throw std::runtime_error("disk image full");
+  };
+  auto o = opts_for(app_ref, "refuse");
+  hook_log log;
+  auto p = vicpull::pull::start(o, log.callbacks(refuse_second));
+  auto r = p.try_wait();
+  CHECK(!r && r.error().code == vicpull::code::host_rejected);
+  CHECK(log.offers.size() == 2);
+  const auto &first = log.offers[0], &second = log.offers[1];
+  CHECK(r.error().message.find("disk image full") != std::string::npos);
+  CHECK(r.error().message.find(second.digest) != std::string::npos);
+  auto s = p.poll();
+  CHECK(s.state == vicpull::state::failed && s.layers_done == 1);
+  CHECK(log.complete[first.digest] == 1 && log.complete.count(second.digest) == 0);
+  CHECK(named_images(o.store) == 0);
+  CHECK(fs::file_size(first.path) == first.size);
+  // The refused layer was verified into the store before it was offered;
+  // it stays as a blob no image names.
+  CHECK(fs::exists(second.path));
+  CHECK(leftovers(o.store).empty());
+
+  // wait() throws the library's error with the hook's exception nested.
+  bool nested = false;
+  try {
+    hook_log again;
+    (void)vicpull::pull_image(opts_for(app_ref, "refuse-wait"), again.callbacks(refuse_second));
+  } catch (const vicpull::error &e) {
+    CHECK(e.code() == vicpull::code::host_rejected);
+    try {
+      std::rethrow_if_nested(e);
+    } catch (const std::runtime_error &inner) {
+      nested = std::string(inner.what()) == "disk image full";
+    }
+  }
+  CHECK(nested);
+}
+
+void test_commit_hook_non_std_exception_refuses() {
+  auto o = opts_for(app_ref, "refuse-42");
+  hook_log log;
+  auto p = vicpull::pull::start(o, log.callbacks([](const vicpull::layer_commit &) {
+    throw 42;  // not a std::exception
+  }));
+  auto r = p.try_wait();
+  CHECK(!r && r.error().code == vicpull::code::host_rejected);
+  CHECK(r.error().message.find("a non-std exception") != std::string::npos);
+  CHECK(log.offers.size() == 1 && named_images(o.store) == 0);
+  bool nested = false;
+  try {
+    (void)p.wait();
+  } catch (const vicpull::error &e) {
+    try {
+      std::rethrow_if_nested(e);
+    } catch (int v) {
+      nested = v == 42;
+    }
+  }
+  CHECK(nested);
+}
+
 void test_purge_partials() {
   auto none = vicpull::purge_partials(fresh_store("purge").string());
   CHECK(none.first == 0 && none.second == 0);
@@ -269,6 +404,9 @@ int main(int argc, char **argv) {
   run("callback_exception_cancels_and_is_rethrown",
       test_callback_exception_cancels_and_is_rethrown);
   run("cancel_poll_and_moves", test_cancel_poll_and_moves);
+  run("commit_hook_sees_layers_in_order", test_commit_hook_sees_layers_in_order);
+  run("commit_hook_throw_refuses_second_layer", test_commit_hook_throw_refuses_second_layer);
+  run("commit_hook_non_std_exception_refuses", test_commit_hook_non_std_exception_refuses);
   run("purge_partials", test_purge_partials);
   run("logger", test_logger);
   run("parse_result_escapes", test_parse_result_escapes);
