@@ -106,3 +106,16 @@ fn s01e_one_second_lifetime_is_raised_to_60s() {
     );
     assert_eq!(auth.calls(), 1);
 }
+
+#[test]
+fn s01f_expires_in_as_a_string_or_float_and_empty_token_field() {
+    // Both spellings appear in real token servers; neither may fail the pull.
+    let body = json!({"token":"","access_token":"TA","expires_in":"300"});
+    let (out, auth, _env) = run(body, "TA", false);
+    assert_eq!(out.code, vic_result::Ok, "{}", out.message);
+    assert_eq!(auth.calls(), 1);
+    let body = json!({"token":"TT","expires_in":300.5,"refresh_token":null});
+    let (out, auth, _env) = run(body, "TT", false);
+    assert_eq!(out.code, vic_result::Ok, "{}", out.message);
+    assert_eq!(auth.calls(), 1);
+}

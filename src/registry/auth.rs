@@ -54,7 +54,20 @@ pub struct Auth {
 struct TokenResponse {
     token: Option<String>,
     access_token: Option<String>,
-    expires_in: Option<u64>,
+    /// Seen as an integer, a float and a quoted number in the wild; any
+    /// of those counts, anything else means the 60 s default.
+    #[serde(default)]
+    expires_in: serde_json::Value,
+}
+
+/// Seconds from `expires_in`, when it holds a usable number.
+fn lifetime_secs(v: &serde_json::Value) -> Option<u64> {
+    let secs = match v {
+        serde_json::Value::Number(n) => n.as_f64()?,
+        serde_json::Value::String(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    (secs.is_finite() && secs > 0.0).then(|| secs.min(u32::MAX as f64) as u64)
 }
 
 impl Auth {
@@ -289,7 +302,7 @@ impl Auth {
                 &format!("token response from {realm_shown} held neither token nor access_token"),
             )
         })?;
-        let asked = Duration::from_secs(parsed.expires_in.unwrap_or(60));
+        let asked = Duration::from_secs(lifetime_secs(&parsed.expires_in).unwrap_or(60));
         if asked < MIN_TOKEN_LIFETIME {
             log::debug!("auth: increasing token expiration from {asked:?} to 60s");
         }
@@ -369,5 +382,18 @@ mod tests {
         }
         assert_eq!(super::base64_decode("YWI").unwrap(), b"ab");
         assert!(super::base64_decode("a b").is_none());
+    }
+
+    #[test]
+    fn s01_expires_in_in_every_spelling_seen() {
+        use serde_json::json;
+        let f = |v: serde_json::Value| super::lifetime_secs(&v);
+        assert_eq!(f(json!(300)), Some(300));
+        assert_eq!(f(json!(299.9)), Some(299));
+        assert_eq!(f(json!("300")), Some(300));
+        assert_eq!(f(json!(" 300 ")), Some(300));
+        for bad in [json!(0), json!(-5), json!("soon"), json!(null), json!([1]), json!(1e300)] {
+            assert!(f(bad.clone()).is_none_or(|s| s == u32::MAX as u64), "{bad}");
+        }
     }
 }
