@@ -62,6 +62,14 @@ pub struct PullOptions {
     /// Gunzip each layer to check its diffID against the config (default on).
     #[serde(default = "default_true")]
     pub verify_diff_ids: bool,
+    /// Inflating a layer past this many bytes fails the pull (default 64
+    /// GiB). Only layers this pull inflates (verify_diff_ids) are held to it.
+    #[serde(default = "default_max_layer_bytes")]
+    pub max_layer_uncompressed_bytes: u64,
+    /// Past 256 MiB inflated, a layer inflating to more than this many bytes
+    /// per compressed byte fails the pull (default 1000).
+    #[serde(default = "default_max_ratio")]
+    pub max_compression_ratio: u64,
     /// Windows host build (`10.0.20348.1234`) to match index entries against.
     #[serde(default)]
     pub os_version: Option<String>,
@@ -92,6 +100,20 @@ pub struct PullOptions {
 fn default_max_wait() -> u64 {
     crate::registry::settings::DEFAULT_MAX_RETRY_WAIT.as_secs()
 }
+
+fn default_max_layer_bytes() -> u64 {
+    crate::verify::InflateLimits::DEFAULT.max_bytes
+}
+
+fn default_max_ratio() -> u64 {
+    crate::verify::InflateLimits::DEFAULT.max_ratio
+}
+
+/// Bounds on the inflate limits: below them real layers fail (1 MiB is
+/// less than most base layers), above them the cap means nothing (1 PiB;
+/// no compressor beats 1000000:1 on real input).
+const LAYER_BYTES_RANGE: std::ops::RangeInclusive<u64> = (1 << 20)..=(1 << 50);
+const RATIO_RANGE: std::ops::RangeInclusive<u64> = 10..=1_000_000;
 
 fn default_concurrency() -> u32 {
     3
@@ -128,6 +150,8 @@ pub struct Checked {
     pub max_concurrent_downloads: usize,
     pub max_attempts: u32,
     pub verify_diff_ids: bool,
+    /// How far a layer may inflate while its diffID is computed.
+    pub inflate_limits: crate::verify::InflateLimits,
     pub priority: i32,
     pub low_speed: crate::transfer::LowSpeed,
     /// Set by the caller (not JSON): offer each layer to a host hook.
@@ -225,6 +249,20 @@ impl PullOptions {
                 "options: low_speed_time_secs must be 1 to 3600",
             ));
         }
+        if !LAYER_BYTES_RANGE.contains(&self.max_layer_uncompressed_bytes) {
+            return Err(Error::invalid(
+                "options: max_layer_uncompressed_bytes must be 1048576 (1 MiB) to 2^50 (1 PiB)",
+            ));
+        }
+        if !RATIO_RANGE.contains(&self.max_compression_ratio) {
+            return Err(Error::invalid(
+                "options: max_compression_ratio must be 10 to 1000000",
+            ));
+        }
+        let inflate_limits = crate::verify::InflateLimits {
+            max_bytes: self.max_layer_uncompressed_bytes,
+            max_ratio: self.max_compression_ratio,
+        };
         let low_speed = crate::transfer::LowSpeed {
             bytes_per_sec: self.low_speed_limit,
             window: std::time::Duration::from_secs(self.low_speed_time_secs),
@@ -239,6 +277,7 @@ impl PullOptions {
             max_concurrent_downloads: self.max_concurrent_downloads as usize,
             max_attempts: self.max_attempts,
             verify_diff_ids: self.verify_diff_ids,
+            inflate_limits,
             priority: self.priority,
             low_speed,
             commit_hook: false,
@@ -281,6 +320,38 @@ mod tests {
         assert!(e.unwrap_err().message.contains("after the object"));
         let o = PullOptions::from_json("{\"reference\":\"a\",\"store\":\"/s\\u0000x\"}");
         assert!(o.unwrap().check().unwrap_err().message.contains("NUL"));
+    }
+
+    #[test]
+    fn inflate_limits_default_and_range() {
+        let base = r#"{"reference":"a","store":"/s""#;
+        let o = PullOptions::from_json(&format!("{base}}}"))
+            .unwrap()
+            .check()
+            .unwrap();
+        assert_eq!(o.inflate_limits, crate::verify::InflateLimits::DEFAULT);
+        for (key, value, ok) in [
+            ("max_layer_uncompressed_bytes", "0", false),
+            ("max_layer_uncompressed_bytes", "1048575", false),
+            ("max_layer_uncompressed_bytes", "1048576", true),
+            ("max_layer_uncompressed_bytes", "18446744073709551615", false),
+            ("max_compression_ratio", "0", false),
+            ("max_compression_ratio", "9", false),
+            ("max_compression_ratio", "1000000", true),
+            ("max_compression_ratio", "1000001", false),
+            ("max_compression_ratio", "-1", false),
+        ] {
+            let json = format!(r#"{base},"{key}":{value}}}"#);
+            let r = PullOptions::from_json(&json).and_then(PullOptions::check);
+            match r {
+                Ok(_) => assert!(ok, "{key}={value} accepted"),
+                Err(e) => {
+                    assert!(!ok, "{key}={value}: {}", e.message);
+                    assert_eq!(e.kind, crate::ErrorKind::InvalidArgument);
+                    assert!(e.message.contains(key), "{}", e.message);
+                }
+            }
+        }
     }
 
     #[test]

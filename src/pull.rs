@@ -140,7 +140,8 @@ async fn run(
     let top = client
         .manifest(&r.manifest_ref(), r.digest.as_ref())
         .await?;
-    let top_digest = Digest::of(&top.bytes);
+    // Named in the algorithm of the digest pulled by, else the registry's.
+    let top_digest = r.digest.clone().unwrap_or_else(|| Digest::of(&top.bytes));
     let (image, image_bytes, image_digest, platform) =
         resolve(&client, top, &top_digest, o, &shown).await?;
 
@@ -183,7 +184,7 @@ async fn run(
         ));
     }
 
-    let plan = layers::Plan::new(&image.layers, o, pull_id)?;
+    let plan = layers::Plan::new(&image.layers, &diff_ids, o, pull_id)?;
     let (layers, account) = plan
         .fetch(
             &manager,

@@ -34,7 +34,11 @@ impl Reference {
         }
         let (rest, digest) = match input.split_once('@') {
             Some((r, d)) => {
-                let d = Digest::parse(d).map_err(|e| bad(input, format!("digest part: {e}")))?;
+                // An algorithm we cannot check stays UNSUPPORTED, as everywhere.
+                let d = Digest::parse(d).map_err(|e| match e.kind {
+                    ErrorKind::Unsupported => e.context(format!("reference {input:?}")),
+                    _ => bad(input, format!("digest part: {e}")),
+                })?;
                 (r, Some(d))
             }
             None => (input, None),
@@ -240,6 +244,18 @@ mod tests {
         assert_eq!(r.manifest_ref(), D);
         let r = Reference::parse("[::1]:5000/x/y").unwrap();
         assert_eq!(r.registry, "[::1]:5000");
+    }
+
+    #[test]
+    fn sha512_digests_and_unsupported_algorithms() {
+        let d = format!("sha512:{}", "ab".repeat(64));
+        let r = Reference::parse(&format!("repo@{d}")).unwrap();
+        assert_eq!(r.manifest_ref(), d);
+        for algo in ["md5:00", "sha384:00"] {
+            let e = Reference::parse(&format!("repo@{algo}")).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Unsupported, "{algo}");
+            assert!(e.message.contains("only sha256 and sha512"), "{}", e.message);
+        }
     }
 
     #[test]

@@ -84,16 +84,21 @@ impl<'a> Committer<'a> {
     /// The layer's diffID, held to what the config promises.
     async fn diff_id(&self, p: &Position, d: &Done, store: &Arc<Store>) -> Result<Option<Digest>> {
         let mut diff_id = d.blob.diff_id.clone();
-        if !self.verify_diff_ids {
+        let Some(check) = self.plan.check(p).filter(|_| self.verify_diff_ids) else {
             return Ok(diff_id);
-        }
-        if diff_id.is_none() {
-            // Fetched by a pull that skipped diffIDs: compute it from disk.
-            let (s, dg, size, enc) = (store.clone(), p.digest.clone(), p.size, p.encoding);
-            diff_id = tokio::task::spawn_blocking(move || s.verify_existing(&dg, size, Some(enc)))
-                .await
-                .map_err(|e| Error::new(ErrorKind::Internal, format!("verify task: {e}")))??
-                .flatten();
+        };
+        if !diff_id
+            .as_ref()
+            .is_some_and(|d| d.algorithm() == check.algorithm)
+        {
+            // Fetched by a pull that skipped diffIDs, or whose config hashes
+            // them with another algorithm: compute it from disk.
+            let (s, dg, size) = (store.clone(), p.digest.clone(), p.size);
+            diff_id =
+                tokio::task::spawn_blocking(move || s.verify_existing(&dg, size, Some(check)))
+                    .await
+                    .map_err(|e| Error::new(ErrorKind::Internal, format!("verify task: {e}")))??
+                    .flatten();
         }
         let index = self.next;
         let want = self.diff_ids.get(index).map(String::as_str).unwrap_or("");

@@ -3,7 +3,7 @@
 
 use super::commit::Committer;
 use super::{Counters, LayerResult};
-use crate::digest::Digest;
+use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, ErrorKind, Result};
 use crate::manifest::{layer_encoding, Descriptor, LayerEncoding};
 use crate::options::Checked;
@@ -11,6 +11,7 @@ use crate::progress::{Event, EventSender, Kind, Progress};
 use crate::registry::Client;
 use crate::store::Store;
 use crate::transfer::{self, Blob, Manager, State, Watcher};
+use crate::verify::{DiffCheck, InflateLimits};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -22,6 +23,8 @@ pub struct Position {
     pub size: u64,
     pub media_type: String,
     pub encoding: LayerEncoding,
+    /// What the config's diffID for this position is hashed with.
+    pub diff_algorithm: Algorithm,
 }
 
 pub struct Plan {
@@ -30,6 +33,7 @@ pub struct Plan {
     /// digest twice is one transfer.
     unique: Vec<usize>,
     verify_diff_ids: bool,
+    inflate_limits: InflateLimits,
     max_attempts: u32,
     pull_id: u64,
     priority: i32,
@@ -75,12 +79,27 @@ fn emit(events: &EventSender, p: Progress) {
 }
 
 impl Plan {
-    pub fn new(layers: &[Descriptor], o: &Checked, pull_id: u64) -> Result<Plan> {
+    /// `diff_ids` are the config's, in layer order (unused when diffIDs
+    /// are not checked).
+    pub fn new(
+        layers: &[Descriptor],
+        diff_ids: &[String],
+        o: &Checked,
+        pull_id: u64,
+    ) -> Result<Plan> {
         let mut positions = Vec::with_capacity(layers.len());
         let mut unique = Vec::new();
         for (i, d) in layers.iter().enumerate() {
             let digest = d.parsed_digest()?;
             let encoding = layer_encoding(&d.media_type).map_err(|e| e.context(&digest))?;
+            let diff_algorithm = match diff_ids.get(i).map(|s| Digest::parse(s)) {
+                Some(Ok(id)) => id.algorithm(),
+                Some(Err(e)) if o.verify_diff_ids && e.kind == ErrorKind::Unsupported => {
+                    return Err(e.context(format!("the config's diffID for layer {digest}")))
+                }
+                // A malformed one fails the diffID comparison, naming both.
+                _ => Algorithm::Sha256,
+            };
             match positions.iter().find(|p: &&Position| p.digest == digest) {
                 None => unique.push(i),
                 // One blob has one size: a manifest that says otherwise
@@ -101,12 +120,14 @@ impl Plan {
                 size: d.size,
                 media_type: d.media_type.clone(),
                 encoding,
+                diff_algorithm,
             });
         }
         Ok(Plan {
             positions,
             unique,
             verify_diff_ids: o.verify_diff_ids,
+            inflate_limits: o.inflate_limits,
             max_attempts: o.max_attempts,
             pull_id,
             priority: o.priority,
@@ -168,24 +189,7 @@ impl Plan {
         let mut running = FuturesUnordered::new();
         for &i in &pending {
             let p = &self.positions[i];
-            let watcher = manager.watch(transfer::Request {
-                digest: p.digest.clone(),
-                size: p.size,
-                encoding: Some(p.encoding),
-                verify_diff_id: self.verify_diff_ids,
-                source: client.clone(),
-                max_attempts: self.max_attempts,
-                pull_id: self.pull_id,
-                priority: self.priority,
-                low_speed: self.low_speed,
-                max_retry_wait: self.max_retry_wait,
-            });
-            settle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(watcher.settle_handle());
-            let (d, events, counters) = (p.digest.clone(), events.clone(), counters.clone());
-            running.push(forward(watcher, d, p.size, events, counters));
+            running.push(self.follow(manager, client, settle, p, events, counters));
         }
 
         // Commits (and "Pull complete") go out in layer order.
@@ -207,12 +211,89 @@ impl Plan {
         &self.positions
     }
 
+    /// How this pull checks layer `p`: None when it does not check diffIDs
+    /// (then nothing is inflated, so no inflate limit applies).
+    pub fn check(&self, p: &Position) -> Option<DiffCheck> {
+        self.verify_diff_ids.then_some(DiffCheck {
+            encoding: p.encoding,
+            algorithm: p.diff_algorithm,
+            limits: self.inflate_limits,
+        })
+    }
+
+    fn watch(
+        &self,
+        manager: &Arc<Manager>,
+        client: &Arc<Client>,
+        settle: &Mutex<Vec<transfer::Settle>>,
+        p: &Position,
+    ) -> Watcher {
+        let watcher = manager.watch(transfer::Request {
+            digest: p.digest.clone(),
+            size: p.size,
+            check: self.check(p),
+            source: client.clone(),
+            max_attempts: self.max_attempts,
+            pull_id: self.pull_id,
+            priority: self.priority,
+            low_speed: self.low_speed,
+            max_retry_wait: self.max_retry_wait,
+        });
+        settle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(watcher.settle_handle());
+        watcher
+    }
+
+    /// Follow layer `p` to its end, held to this pull's inflate limits:
+    /// a transfer it shares may have run with another pull's.
+    async fn follow(
+        &self,
+        manager: &Arc<Manager>,
+        client: &Arc<Client>,
+        settle: &Mutex<Vec<transfer::Settle>>,
+        p: &Position,
+        events: &EventSender,
+        counters: &Arc<Counters>,
+    ) -> (Digest, Result<Done>) {
+        let mut watcher = self.watch(manager, client, settle, p);
+        // At most one fresh transfer: ours runs with our own limits.
+        let mut rewatched = false;
+        loop {
+            let (d, ev, c) = (p.digest.clone(), events.clone(), counters.clone());
+            let (digest, outcome) = forward(&mut watcher, d, p.size, ev, c).await;
+            let Some(check) = self.check(p) else {
+                return (digest, outcome);
+            };
+            match (&outcome, watcher.stopped_at_limit()) {
+                (Err(_), Some(theirs)) if !rewatched && check.limits.looser_than(&theirs) => {
+                    log::info!(
+                        "layer {digest}: another pull's inflate limits stopped it; \
+                         fetching it again under this pull's"
+                    );
+                    drop(watcher);
+                    watcher = self.watch(manager, client, settle, p);
+                    rewatched = true;
+                    continue;
+                }
+                _ => {}
+            }
+            let seen = outcome.as_ref().ok().and_then(|d| d.blob.inflated);
+            if let Some(o) = seen.and_then(|s| check.limits.check(&s)) {
+                return (digest, Err(o.error(&p.digest)));
+            }
+            return (digest, outcome);
+        }
+    }
+
     /// A layer already in the store, verified by us earlier or now.
     async fn existing(&self, store: &Arc<Store>, p: &Position) -> Result<Option<Blob>> {
         let blob = |diff_id| Blob {
             digest: p.digest.clone(),
             size: p.size,
             diff_id,
+            inflated: None,
             path: store.blob_path(&p.digest),
             fetched: false,
             stats: transfer::Stats::default(),
@@ -225,8 +306,8 @@ impl Plan {
             _ => {}
         }
         // On disk but never verified by us (or without its diffID): hash it.
-        let (s, d, size, enc) = (store.clone(), p.digest.clone(), p.size, p.encoding);
-        let checked = tokio::task::spawn_blocking(move || s.verify_existing(&d, size, Some(enc)))
+        let (s, d, size, check) = (store.clone(), p.digest.clone(), p.size, self.check(p));
+        let checked = tokio::task::spawn_blocking(move || s.verify_existing(&d, size, check))
             .await
             .map_err(|e| Error::new(ErrorKind::Internal, format!("verify task failed: {e}")))??;
         Ok(checked.map(blob))
@@ -235,7 +316,7 @@ impl Plan {
 
 /// Turn one transfer's states into this pull's events for that layer.
 async fn forward(
-    mut watcher: Watcher,
+    watcher: &mut Watcher,
     digest: Digest,
     size: u64,
     events: EventSender,
@@ -324,7 +405,11 @@ async fn forward(
                 };
                 return (digest, Ok(Done { blob, account }));
             }
-            State::Done(Err(e)) => return (digest, Err(e)),
+            State::Done(Err(e)) => {
+                // Not done after all (this pull may fetch it again).
+                counters.bytes_done.fetch_sub(counted, Ordering::Relaxed);
+                return (digest, Err(e));
+            }
         }
         if watcher.rx.changed().await.is_err() {
             let e = Error::new(ErrorKind::Internal, format!("transfer of {id} vanished"));

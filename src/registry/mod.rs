@@ -208,21 +208,23 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| Digest::parse(v.trim()).ok());
         let bytes = http::read_capped(resp, MAX_MANIFEST_BYTES).await?;
-        let got = Digest::of(&bytes);
+        // Each digest is checked in its own algorithm: a registry may name
+        // the body by sha256 in its header when it was asked for sha512.
         let mismatch = |want: &Digest, by: &str| {
+            let got = Digest::of_with(want.algorithm(), &bytes);
             Error::new(
                 ErrorKind::DigestMismatch,
                 format!("manifest digest mismatch for {what}: expected {want} ({by}), got {got}"),
             )
         };
         if let Some(want) = expected {
-            if *want != got {
+            if !want.matches(&bytes) {
                 return Err(mismatch(want, "pulled by digest"));
             }
         }
         // A header in an algorithm we do not parse is not compared.
         if let Some(h) = header {
-            if h != got {
+            if !h.matches(&bytes) {
                 return Err(mismatch(&h, "Docker-Content-Digest"));
             }
         }
@@ -249,7 +251,7 @@ impl Client {
                 return Err(source::fail(resp, what).await);
             }
             let bytes = http::read_capped(resp, MAX_CONFIG_BYTES).await?;
-            let got = Digest::of(&bytes);
+            let got = Digest::of_with(digest.algorithm(), &bytes);
             if got != *digest {
                 return Err(Error::new(
                     ErrorKind::DigestMismatch,

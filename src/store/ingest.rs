@@ -1,10 +1,12 @@
 //! The ingest area (`.vicpull/ingest/`): bytes on their way into blobs/.
 //!
-//! - `<hex>.partial`: a layer being downloaded, kept when a download stops
+//! `<name>` is `Digest::file_name`: the hex for sha256, `sha512-<hex>`.
+//!
+//! - `<name>.partial`: a layer being downloaded, kept when a download stops
 //!   early so the next pull (in any process) resumes from its length.
-//! - `<hex>.lock`: flock'd by the one process downloading that blob; others
+//! - `<name>.lock`: flock'd by the one process downloading that blob; others
 //!   wait, then find the blob in blobs/. The owner unlinks it on release.
-//! - `<hex>.<pid>.<seq>.tmp`: small one-shot writes; a dead pid's are stale.
+//! - `<name>.<pid>.<seq>.tmp`: small one-shot writes; a dead pid's are stale.
 
 use super::{io, Store};
 use crate::digest::Digest;
@@ -140,13 +142,16 @@ fn pid_alive(pid: i32) -> bool {
 
 impl Store {
     fn partial_path(&self, digest: &Digest) -> PathBuf {
-        self.ingest_dir().join(format!("{}.partial", digest.hex()))
+        self.ingest_dir()
+            .join(format!("{}.partial", digest.file_name()))
     }
 
     /// Take the download lock for `digest` without waiting: None when
     /// another process (or another handle in this one) holds it.
     pub fn try_lock_blob(&self, digest: &Digest) -> Result<Option<BlobLock>> {
-        let path = self.ingest_dir().join(format!("{}.lock", digest.hex()));
+        let path = self
+            .ingest_dir()
+            .join(format!("{}.lock", digest.file_name()));
         loop {
             let file = OpenOptions::new()
                 .create(true)
@@ -210,7 +215,7 @@ impl Store {
             let name = entry.file_name().to_string_lossy().into_owned();
             let Ok(meta) = entry.metadata() else { continue };
             let mut parts = name.split('.');
-            let hex = parts.next().unwrap_or("");
+            let stem = parts.next().unwrap_or("");
             let stale_tmp = name.ends_with(".tmp")
                 && parts
                     .next()
@@ -226,7 +231,7 @@ impl Store {
             if !name.ends_with(".partial") {
                 continue;
             }
-            let Ok(digest) = Digest::parse(&format!("sha256:{hex}")) else {
+            let Some(digest) = Digest::from_file_name(stem) else {
                 continue;
             };
             let age = now
@@ -257,6 +262,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::digest::Algorithm;
 
     fn store(tag: &str) -> (Store, PathBuf) {
         let d = std::env::temp_dir().join(format!("vicpull-ingest-{tag}-{}", std::process::id()));
@@ -285,6 +291,31 @@ mod tests {
     }
 
     #[test]
+    fn algorithms_never_share_a_lock_or_partial() {
+        let (s, root) = store("algos");
+        let a = Digest::of(b"same bytes");
+        let b = Digest::of_with(Algorithm::Sha512, b"same bytes");
+        let la = s.try_lock_blob(&a).unwrap().expect("sha256 lock");
+        let lb = s
+            .try_lock_blob(&b)
+            .unwrap()
+            .expect("sha512 lock, held at once");
+        let mut pa = s.open_partial(&a, &la).unwrap();
+        pa.write_all(b"x").unwrap();
+        assert!(s.open_partial(&b, &lb).unwrap().is_empty().unwrap());
+        let names: Vec<String> = fs::read_dir(s.ingest_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.contains(&format!("sha512-{}.lock", b.hex())),
+            "{names:?}"
+        );
+        drop((pa, la, lb));
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
     fn partial_survives_and_replays() {
         let (s, root) = store("partial");
         let d = Digest::of(b"hello world");
@@ -308,7 +339,9 @@ mod tests {
     #[test]
     fn purge_respects_age_size_and_locks() {
         let (s, root) = store("purge");
-        let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+        // One of each algorithm: the sha512 partial is found by its name too.
+        let b = Digest::of_with(Algorithm::Sha512, b"b");
+        let a = Digest::of(b"a");
         for d in [&a, &b] {
             let lock = s.try_lock_blob(d).unwrap().unwrap();
             let mut p = s.open_partial(d, &lock).unwrap();

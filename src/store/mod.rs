@@ -1,15 +1,17 @@
 //! The store: an OCI image layout directory (oci-layout, index.json,
-//! blobs/sha256/...) that skopeo, umoci and containerd tools can read.
+//! blobs/sha256/..., blobs/sha512/... once a blob is named so) that skopeo,
+//! umoci and containerd tools can read.
 //!
 //! Nothing unverified is ever visible under blobs/: bytes land in
 //! `.vicpull/ingest/`, are verified, fsync'd, then renamed into place.
-//! `.vicpull/verified/<hex>` records that we verified a blob ourselves (and
+//! `.vicpull/verified/<name>` records that we verified a blob ourselves (and
 //! its diffID), so a blob someone else left is re-hashed before it is trusted.
+//! Files of our own areas are named by `Digest::file_name` (the hex for
+//! sha256, `sha512-<hex>` for sha512), so algorithms never share a name.
 
-use crate::digest::Digest;
+use crate::digest::{Algorithm, Digest};
 use crate::error::{Error, ErrorKind, Result};
-use crate::manifest::LayerEncoding;
-use crate::verify::BlobHasher;
+use crate::verify::{BlobHasher, DiffCheck};
 mod ingest;
 
 pub use ingest::{BlobLock, PurgeReport, TempBlob};
@@ -40,7 +42,8 @@ impl Store {
         let store = Store {
             root: root.to_path_buf(),
         };
-        for dir in [store.blobs_dir(), store.ingest_dir(), store.verified_dir()] {
+        let sha256 = store.blobs_dir(Algorithm::Sha256);
+        for dir in [sha256, store.ingest_dir(), store.verified_dir()] {
             fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
         }
         let layout = root.join("oci-layout");
@@ -72,8 +75,8 @@ impl Store {
         &self.root
     }
 
-    fn blobs_dir(&self) -> PathBuf {
-        self.root.join("blobs").join("sha256")
+    fn blobs_dir(&self, algorithm: Algorithm) -> PathBuf {
+        self.root.join("blobs").join(algorithm.name())
     }
 
     pub(crate) fn ingest_dir(&self) -> PathBuf {
@@ -85,7 +88,11 @@ impl Store {
     }
 
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.blobs_dir().join(digest.hex())
+        self.blobs_dir(digest.algorithm()).join(digest.hex())
+    }
+
+    fn mark_path(&self, digest: &Digest) -> PathBuf {
+        self.verified_dir().join(digest.file_name())
     }
 
     /// A blob we verified earlier: Some(diffID if it was a layer).
@@ -94,7 +101,7 @@ impl Store {
         if meta.len() != size {
             return None;
         }
-        let mark = fs::read_to_string(self.verified_dir().join(digest.hex())).ok()?;
+        let mark = fs::read_to_string(self.mark_path(digest)).ok()?;
         let mark = mark.trim();
         if mark.is_empty() {
             Some(None)
@@ -103,13 +110,15 @@ impl Store {
         }
     }
 
-    /// Re-hash a blob we did not write (or whose diffID we lack). A blob that
-    /// fails is moved out of blobs/ and None is returned.
+    /// Re-hash a blob we did not write (or whose diffID we lack, or have in
+    /// another algorithm). A blob that fails is moved out of blobs/ and None
+    /// is returned; a layer that inflates past its limits is an error and
+    /// stays (its bytes may be right, this pull just will not use them).
     pub fn verify_existing(
         &self,
         digest: &Digest,
         size: u64,
-        encoding: Option<LayerEncoding>,
+        check: Option<DiffCheck>,
     ) -> Result<Option<Option<Digest>>> {
         let path = self.blob_path(digest);
         let mut file = match File::open(&path) {
@@ -117,7 +126,7 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::store(&format!("cannot open {}", path.display()), e)),
         };
-        let mut hasher = BlobHasher::new(encoding);
+        let mut hasher = BlobHasher::new(digest.algorithm(), check);
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = file
@@ -127,8 +136,14 @@ impl Store {
                 break;
             }
             hasher.update(&buf[..n]);
+            if let Some(o) = hasher.over_limit() {
+                return Err(o.error(digest));
+            }
         }
         let v = hasher.finish();
+        if let Some(o) = v.over_limit {
+            return Err(o.error(digest));
+        }
         let diff_id = match v.diff_id {
             Some(Ok(d)) => Some(d),
             None => None,
@@ -143,7 +158,7 @@ impl Store {
 
     fn evict(&self, digest: &Digest) -> Result<()> {
         log::warn!("store: {digest} on disk does not verify; fetching it again");
-        let _ = fs::remove_file(self.verified_dir().join(digest.hex()));
+        let _ = fs::remove_file(self.mark_path(digest));
         match fs::remove_file(self.blob_path(digest)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -155,7 +170,7 @@ impl Store {
     /// blob it vouches for was fsync'd before it became visible.
     fn mark_verified(&self, digest: &Digest, diff_id: Option<&Digest>) -> Result<()> {
         let text = diff_id.map(|d| d.to_string()).unwrap_or_default();
-        let path = self.verified_dir().join(digest.hex());
+        let path = self.mark_path(digest);
         let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
         let tmp = path.with_extension(format!("tmp-{}-{seq}", std::process::id()));
         let res = fs::write(&tmp, text.as_bytes()).and_then(|()| fs::rename(&tmp, &path));
@@ -170,7 +185,7 @@ impl Store {
     /// later run can tell it is stale; removed on drop unless committed.
     pub fn temp_blob(&self, digest: &Digest) -> Result<TempBlob> {
         let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{}.{}.{seq}.tmp", digest.hex(), std::process::id());
+        let name = format!("{}.{}.{seq}.tmp", digest.file_name(), std::process::id());
         TempBlob::create(self.ingest_dir().join(name))
     }
 
@@ -182,6 +197,9 @@ impl Store {
         diff_id: Option<&Digest>,
     ) -> Result<PathBuf> {
         let dest = self.blob_path(digest);
+        if digest.algorithm() != Algorithm::Sha256 {
+            self.blobs_dir_for(digest.algorithm())?;
+        }
         // The bytes are fsync'd before the rename, so the name never points
         // at unwritten data. The directory entry itself is made durable by
         // `sync_blobs`, once per pull, before index.json names the image.
@@ -190,9 +208,25 @@ impl Store {
         Ok(dest)
     }
 
-    /// Make every rename into blobs/ durable (one fsync of the directory).
+    /// blobs/<algorithm>, created (durably) if this is its first blob.
+    fn blobs_dir_for(&self, algorithm: Algorithm) -> Result<()> {
+        let dir = self.blobs_dir(algorithm);
+        if dir.is_dir() {
+            return Ok(());
+        }
+        fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
+        sync_dir(&self.root.join("blobs"))
+    }
+
+    /// Make every rename into blobs/ durable (one fsync per algorithm's
+    /// directory; sha512 only when the store has one).
     pub fn sync_blobs(&self) -> Result<()> {
-        sync_dir(&self.blobs_dir())
+        sync_dir(&self.blobs_dir(Algorithm::Sha256))?;
+        let sha512 = self.blobs_dir(Algorithm::Sha512);
+        if sha512.is_dir() {
+            sync_dir(&sha512)?;
+        }
+        Ok(())
     }
 
     /// Fail early, and clearly, when `needed` more bytes cannot fit.
@@ -390,6 +424,26 @@ mod tests {
             "{}",
             e.message
         );
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn sha512_blobs_go_under_their_own_directory() {
+        let root = tmpdir("sha512");
+        let s = Store::open(&root).unwrap();
+        let d = Digest::of_with(Algorithm::Sha512, b"abc");
+        s.put_blob(&d, b"abc").unwrap();
+        let path = root.join("blobs/sha512").join(d.hex());
+        assert_eq!(s.blob_path(&d), path);
+        assert_eq!(fs::read(&path).unwrap(), b"abc");
+        assert_eq!(s.verified(&d, 3), Some(None));
+        assert!(s.verified(&Digest::of(b"abc"), 3).is_none());
+        s.sync_blobs().unwrap();
+        // Bytes that do not hash to the sha512 name are evicted.
+        fs::write(&path, b"abd").unwrap();
+        fs::remove_file(s.mark_path(&d)).unwrap();
+        assert_eq!(s.verify_existing(&d, 3, None).unwrap(), None);
+        assert!(!path.exists());
         fs::remove_dir_all(root).unwrap();
     }
 

@@ -5,13 +5,15 @@
 
 use super::sink::{Parts, Sink};
 use super::{Blob, Manager, Request, State, Stats, Transfer};
+use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Throttle;
 use crate::store::BlobLock;
-use crate::verify::BlobHasher;
+use crate::verify::{BlobHasher, Inflated, OverLimit};
 use futures_util::StreamExt;
 use reqwest::header::CONTENT_RANGE;
 use reqwest::StatusCode;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,6 +49,7 @@ fn present(manager: &Manager, req: &Request) -> Option<Blob> {
         size: req.size,
         diff_id,
         path: store.blob_path(&req.digest),
+        inflated: None,
         fetched: false,
         stats: Stats::default(),
     })
@@ -88,14 +91,14 @@ async fn fetch(
     };
     let _slot = manager.slots.acquire(req.pull_id, req.priority).await;
     let store = manager.store().clone();
-    let encoding = req.encoding.filter(|_| req.verify_diff_id);
+    let (algorithm, diff) = (req.digest.algorithm(), req.check);
     let mut temp = store.open_partial(&req.digest, &lock)?;
     // Kept on every way out but success and a proven mismatch, so a cancel,
     // a crash or exhausted retries leave bytes the next pull resumes from.
     temp.keep_on_drop(true);
     let (size, digest) = (req.size, req.digest.clone());
     let (mut parts, resumed) = blocking(move || {
-        let mut hasher = BlobHasher::new(encoding);
+        let mut hasher = BlobHasher::new(algorithm, diff);
         let mut resumed = temp.len()?;
         if resumed > size {
             temp.reset()?;
@@ -134,11 +137,12 @@ async fn fetch(
             t.state.send_replace(State::Verifying);
             check(
                 req,
-                std::mem::replace(&mut parts.hasher, BlobHasher::new(encoding)),
+                t,
+                std::mem::replace(&mut parts.hasher, BlobHasher::new(algorithm, diff)),
             )
         });
         let err = match outcome {
-            Ok(diff_id) => {
+            Ok((diff_id, inflated)) => {
                 let Parts { temp, lock, .. } = parts;
                 let (d, id) = (req.digest.clone(), diff_id.clone());
                 let path = blocking(move || store.commit(temp, &d, id.as_ref())).await?;
@@ -148,6 +152,7 @@ async fn fetch(
                     digest,
                     size: req.size,
                     diff_id,
+                    inflated,
                     path,
                     fetched: true,
                     stats,
@@ -195,7 +200,7 @@ async fn fetch(
         if err.kind == ErrorKind::DigestMismatch {
             mismatches += 1;
             parts.temp.reset()?;
-            parts.hasher = BlobHasher::new(encoding);
+            parts.hasher = BlobHasher::new(algorithm, diff);
         }
         if !(err.transient || retry_mismatch) || attempt >= req.max_attempts {
             if err.kind == ErrorKind::DigestMismatch || !err.transient {
@@ -233,7 +238,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 /// The error's text, prefixed with the blob only if it does not name it.
-fn named(err: &Error, digest: &crate::digest::Digest) -> String {
+fn named(err: &Error, digest: &Digest) -> String {
     let d = digest.to_string();
     if err.message.contains(&d) {
         err.message.clone()
@@ -263,9 +268,24 @@ fn backoff(attempt: u32) -> Duration {
     base.mul_f64(jitter)
 }
 
-/// Digest and size must match; a bad layer encoding is permanent.
-fn check(req: &Request, hasher: BlobHasher) -> Result<Option<crate::digest::Digest>> {
+/// The error for a layer that inflated past its transfer's limits; the
+/// transfer remembers it, for pulls with looser limits.
+fn over_limit(t: &Transfer, o: &OverLimit, digest: &Digest) -> Error {
+    t.stopped_at_limit.store(true, Ordering::Release);
+    o.error(digest)
+}
+
+/// Inflate limits first (the digest of a blob cut short there is
+/// unknown), then digest and size; a bad layer encoding is permanent.
+fn check(
+    req: &Request,
+    t: &Transfer,
+    hasher: BlobHasher,
+) -> Result<(Option<Digest>, Option<Inflated>)> {
     let v = hasher.finish();
+    if let Some(o) = &v.over_limit {
+        return Err(over_limit(t, o, &req.digest));
+    }
     if v.digest != req.digest || v.size != req.size {
         return Err(Error::new(
             ErrorKind::DigestMismatch,
@@ -276,8 +296,8 @@ fn check(req: &Request, hasher: BlobHasher) -> Result<Option<crate::digest::Dige
         ));
     }
     match v.diff_id {
-        None => Ok(None),
-        Some(Ok(d)) => Ok(Some(d)),
+        None => Ok((None, v.inflated)),
+        Some(Ok(d)) => Ok((Some(d), v.inflated)),
         Some(Err(why)) => Err(Error::new(
             ErrorKind::Unsupported,
             format!("layer {}: {why}", req.digest),
@@ -347,6 +367,10 @@ async fn attempt_once(
     let sink = Sink::start(parts);
     let result = stream(req, t, resp, &sink, &mut size, stats).await;
     let (parts, write_error) = sink.finish().await?;
+    if let Some(o) = parts.hasher.over_limit() {
+        let e = over_limit(t, o, &req.digest);
+        return Ok((parts, Err(e)));
+    }
     if let Some(e) = write_error {
         return Ok((parts, Err(e)));
     }

@@ -31,6 +31,10 @@
 //!   the final byte count if an update was overtaken.
 //! - A transfer leaves the table before it publishes Done, so a failure is
 //!   never inherited: the next pull of that digest starts a fresh transfer.
+//! - A layer is inflated (for its diffID) with the limits of the pull that
+//!   started its transfer. A pull that joins holds the result to its own
+//!   limits (`Blob::inflated`); one with looser limits whose transfer
+//!   stopped at the starter's cap starts a transfer of its own.
 //! - The verified blob is renamed into blobs/ by the transfer; committing it
 //!   to an image (diffID check, host hook, "Pull complete", in layer order)
 //!   is each pull's own business (`pull/commit.rs`).
@@ -44,11 +48,12 @@ pub use slots::Slots;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::manifest::LayerEncoding;
 use crate::registry::Client;
 use crate::store::Store;
+use crate::verify::{DiffCheck, InflateLimits, Inflated};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -61,6 +66,8 @@ pub struct Blob {
     pub size: u64,
     /// The uncompressed tar's digest, when it was computed.
     pub diff_id: Option<Digest>,
+    /// How far the layer inflated, when this transfer inflated it.
+    pub inflated: Option<Inflated>,
     pub path: PathBuf,
     /// False when the blob turned out to be in the store already.
     pub fetched: bool,
@@ -109,9 +116,9 @@ pub enum State {
 pub struct Request {
     pub digest: Digest,
     pub size: u64,
-    /// None for non-layer blobs; decides how the diffID is computed.
-    pub encoding: Option<LayerEncoding>,
-    pub verify_diff_id: bool,
+    /// How the diffID is computed and how far the layer may inflate; None
+    /// for non-layer blobs, or when diffIDs are not checked.
+    pub check: Option<DiffCheck>,
     pub source: Arc<Client>,
     pub max_attempts: u32,
     /// The pull that asked first: decides its place in the slot queue.
@@ -129,6 +136,10 @@ struct Transfer {
     cancel: CancellationToken,
     /// Guarded by the manager's table lock.
     watchers: Mutex<usize>,
+    /// The limits the layer is inflated with (its first request's).
+    limits: Option<InflateLimits>,
+    /// Set before Done when inflating stopped at one of `limits`.
+    stopped_at_limit: AtomicBool,
 }
 
 pub struct Manager {
@@ -206,6 +217,8 @@ impl Manager {
             state: tx,
             cancel: CancellationToken::new(),
             watchers: Mutex::new(1),
+            limits: req.check.map(|c| c.limits),
+            stopped_at_limit: AtomicBool::new(false),
         });
         table.insert(req.digest.clone(), t.clone());
         drop(table);
@@ -257,6 +270,15 @@ pub struct Watcher {
 }
 
 impl Watcher {
+    /// The transfer failed because its layer inflated past `limits`, the
+    /// limits it was inflated with: a pull whose own limits are looser must
+    /// not take that answer.
+    pub fn stopped_at_limit(&self) -> Option<InflateLimits> {
+        let t = &self.transfer;
+        t.limits
+            .filter(|_| t.stopped_at_limit.load(Ordering::Acquire))
+    }
+
     /// A handle to wait for this transfer to wind down after a cancel.
     pub fn settle_handle(&self) -> Settle {
         Settle(self.transfer.clone())

@@ -42,6 +42,12 @@ impl Sink {
                     continue; // drain, so the sender never blocks forever
                 }
                 parts.hasher.update(&chunk);
+                if parts.hasher.over_limit().is_some() {
+                    // A layer inflating past its caps: stop here, which also
+                    // stops the download (its next push fails). The caller
+                    // reads the reason from the hasher.
+                    break;
+                }
                 if let Err(e) = parts.temp.write_all(&chunk) {
                     failed = Some(e);
                 }

@@ -13,8 +13,9 @@
 use sha2::{Digest as _, Sha256};
 use std::io::Write;
 use std::time::Instant;
+use vicpull::digest::Algorithm;
 use vicpull::manifest::LayerEncoding;
-use vicpull::verify::BlobHasher;
+use vicpull::verify::{BlobHasher, DiffCheck, InflateLimits};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -67,7 +68,12 @@ fn main() {
 
 /// Bytes of tar the diffID covered (the blob size when there is none).
 fn hash(blob: &[u8], chunk: usize, encoding: Option<LayerEncoding>) -> u64 {
-    let mut h = BlobHasher::new(encoding);
+    let check = encoding.map(|encoding| DiffCheck {
+        encoding,
+        algorithm: Algorithm::Sha256,
+        limits: InflateLimits::DEFAULT,
+    });
+    let mut h = BlobHasher::new(Algorithm::Sha256, check);
     for c in blob.chunks(chunk) {
         h.update(c);
     }

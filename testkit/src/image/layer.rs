@@ -9,7 +9,7 @@ use flate2::write::GzEncoder;
 
 use super::tarball::{self, TarWriter};
 use super::Format;
-use crate::digest::sha256_digest;
+use crate::digest::{digest_with, sha256_digest, Algorithm};
 use crate::rng::Rng;
 
 /// How a layer's tar is stored in its blob.
@@ -92,6 +92,28 @@ impl Layer {
         self
     }
 
+    /// The same blob named by its digest in `algorithm` (the registry takes sha512 uploads).
+    pub fn with_digest_algorithm(mut self, algorithm: Algorithm) -> Layer {
+        self.digest = digest_with(algorithm, &self.blob);
+        self
+    }
+
+    /// The same layer with its diff_id in `algorithm`, from the tar inside the blob. Only for
+    /// gzip and plain blobs that hold what their diff_id says.
+    pub fn with_diff_id_algorithm(mut self, algorithm: Algorithm) -> Layer {
+        let tar = match self.compression {
+            Compression::None => self.blob.to_vec(),
+            Compression::Gzip => {
+                let mut tar = Vec::new();
+                let mut gz = flate2::read::MultiGzDecoder::new(&self.blob[..]);
+                std::io::Read::read_to_end(&mut gz, &mut tar).expect("a gzip layer");
+                tar
+            }
+        };
+        self.diff_id = digest_with(algorithm, &tar);
+        self
+    }
+
     /// The same blob with another diff_id written into image configs (to test verification).
     pub fn with_diff_id(mut self, diff_id: &str) -> Layer {
         self.diff_id = diff_id.to_string();
@@ -103,7 +125,7 @@ impl Layer {
         &self.blob
     }
 
-    /// The blob's digest, "sha256:<hex>".
+    /// The blob's digest, "sha256:<hex>" (or "sha512:<hex>", see `with_digest_algorithm`).
     pub fn digest(&self) -> &str {
         &self.digest
     }

@@ -7,6 +7,7 @@ pub mod tarball;
 
 pub use layer::{Compression, Layer};
 pub use push::{
-    push_blob, push_image, push_index, put_manifest, LayerInfo, PushedImage, PushedIndex,
+    push_blob, push_blob_as, push_image, push_index, put_manifest, LayerInfo, PushedImage,
+    PushedIndex,
 };
 pub use spec::{index_bytes, Format, ImageSpec, Platform};

@@ -102,7 +102,13 @@ pub fn push_index(
 
 /// Uploads `bytes` as a blob of `repo` unless the registry already has it; returns the digest.
 pub fn push_blob(addr: &str, repo: &str, bytes: &[u8]) -> String {
-    let digest = sha256_digest(bytes);
+    push_blob_as(addr, repo, bytes, &sha256_digest(bytes))
+}
+
+/// Like [`push_blob`], naming the blob by `digest` ("sha512:..." works: distribution checks
+/// it and serves the blob under both names).
+pub fn push_blob_as(addr: &str, repo: &str, bytes: &[u8], digest: &str) -> String {
+    let digest = digest.to_string();
     let head = http::request(
         addr,
         "HEAD",
@@ -159,10 +165,10 @@ fn push_image_blobs(addr: &str, repo: &str, spec: &ImageSpec) {
     let mut done = HashSet::new();
     for layer in &spec.layers {
         if done.insert(layer.digest()) {
-            push_blob(addr, repo, layer.blob());
+            push_blob_as(addr, repo, layer.blob(), layer.digest());
         }
     }
-    push_blob(addr, repo, &spec.config_bytes());
+    push_blob_as(addr, repo, &spec.config_bytes(), &spec.config_digest());
 }
 
 /// The documents and digests of `spec`, as a push stores them.
@@ -179,7 +185,7 @@ fn describe(spec: &ImageSpec) -> PushedImage {
         manifest_digest: sha256_digest(&manifest_bytes),
         manifest_bytes,
         manifest_media_type: spec.format.manifest_media_type().to_string(),
-        config_digest: sha256_digest(&config_bytes),
+        config_digest: spec.config_digest(),
         config_bytes,
         layers: layers.collect(),
     }

@@ -6,7 +6,7 @@
 use serde_json::{json, Map, Value};
 
 use super::Layer;
-use crate::digest::sha256_digest;
+use crate::digest::{digest_with, sha256_digest, Algorithm};
 
 /// Which family of media types an image or index uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +92,8 @@ pub struct ImageSpec {
     pub layers: Vec<Layer>,
     pub platform: Platform,
     pub format: Format,
+    /// What the manifest names the config by (layers carry their own digests).
+    pub config_algorithm: Algorithm,
 }
 
 impl ImageSpec {
@@ -101,6 +103,7 @@ impl ImageSpec {
             layers,
             platform: Platform::new("linux", "amd64"),
             format: Format::Docker,
+            config_algorithm: Algorithm::Sha256,
         }
     }
 
@@ -112,6 +115,30 @@ impl ImageSpec {
     pub fn platform(mut self, platform: Platform) -> ImageSpec {
         self.platform = platform;
         self
+    }
+
+    /// Name the config and every layer blob by their digests in `algorithm`; with
+    /// `diff_ids`, the config lists diff_ids in it too.
+    pub fn digest_algorithm(mut self, algorithm: Algorithm, diff_ids: bool) -> ImageSpec {
+        self.config_algorithm = algorithm;
+        self.layers = self
+            .layers
+            .into_iter()
+            .map(|l| {
+                let l = l.with_digest_algorithm(algorithm);
+                if diff_ids {
+                    l.with_diff_id_algorithm(algorithm)
+                } else {
+                    l
+                }
+            })
+            .collect();
+        self
+    }
+
+    /// The config's digest as the manifest names it.
+    pub fn config_digest(&self) -> String {
+        digest_with(self.config_algorithm, &self.config_bytes())
     }
 
     /// The image config: platform, `rootfs.diff_ids` in layer order, a small `config` and
@@ -148,7 +175,7 @@ impl ImageSpec {
             .collect();
         let config = descriptor(
             self.format.config_media_type(),
-            &sha256_digest(&config),
+            &digest_with(self.config_algorithm, &config),
             config.len() as u64,
         );
         let manifest = json!({
