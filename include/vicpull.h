@@ -358,19 +358,26 @@ vic_result vic_log_set(vic_log_callback callback, void *user_data, uint32_t leve
  *
  * `options_json` (UTF-8 JSON object, borrowed for the call only) keys:
  * `reference` (required, e.g. "busybox", "host:5000/a/b:tag",
- * "repo@sha256:..."), `store` (required, directory of the OCI layout,
- * created if missing), `platform` ("os/arch[/variant]", default the host),
- * `plain_http` (true, or a list of "host:port" reached over plain HTTP),
- * `username` + `password`, or `token`, `max_concurrent_downloads` (1-64,
- * default 3), `max_attempts` (1-100, default 5), `verify_diff_ids` (default
- * true), `priority` (integer, default 0: download slots go to higher
- * priorities first, then round-robin between pulls), `low_speed_limit`
- * (bytes/s, default 1024) and `low_speed_time_secs` (default 30): a
- * connection slower than that over that window is replaced and resumed,
- * `partial_max_age_secs` (default 604800) and `partial_max_bytes` (default
- * 8 GiB): limits for kept partial downloads, applied when a store is first
- * used in the process, `os_version` (Windows host build such as
- * "10.0.20348.1234": index entries must match its build number),
+ * "repo@sha256:...", "repo@sha512:..."), `store` (required, directory of the
+ * OCI layout, created if missing), `platform` ("os/arch[/variant]", default
+ * the host), `plain_http` (true, or a list of "host:port" reached over plain
+ * HTTP), `username` + `password`, or `token`, `max_concurrent_downloads`
+ * (1-64, default 3), `max_attempts` (1-100, default 5), `verify_diff_ids`
+ * (default true: inflate gzip and zstd layers to check their diffIDs),
+ * `max_layer_uncompressed_bytes` (1 MiB to 1 PiB, default 64 GiB) and
+ * `max_compression_ratio` (10-1000000, default 1000): inflating a layer
+ * stops, and the pull fails with REGISTRY (not retried), as soon as the
+ * layer passes that many bytes, or, once 256 MiB are out, that many inflated
+ * bytes per compressed byte; with verify_diff_ids false nothing is inflated
+ * and neither applies, `priority` (integer, default 0: download slots go to
+ * higher priorities first, then round-robin between pulls),
+ * `low_speed_limit` (bytes/s, default 1024) and `low_speed_time_secs`
+ * (default 30): a connection slower than that over that window is replaced
+ * and resumed, `partial_max_age_secs` (default 604800) and
+ * `partial_max_bytes` (default 8 GiB): limits for kept partial downloads,
+ * applied when a store is first used in the process, `os_version` (Windows
+ * host build such as "10.0.20348.1234": index entries must match its build
+ * number),
  * `registries` (object keyed by "host[:port]" or "docker.io", each with
  * `mirrors` (list of "http(s)://host[:port][/prefix]" tried in order before
  * the registry), `insecure` (TLS without verification), `ca_file`,
@@ -398,7 +405,8 @@ vic_result vic_log_set(vic_log_callback callback, void *user_data, uint32_t leve
  * On OK, `*out` receives a handle the caller owns and must release with
  * vic_pull_free; on any other result `*out` is untouched and
  * vic_last_error_message tells why. Returns INVALID_ARGUMENT (NULL pointer,
- * bad UTF-8 or JSON, unknown option), BAD_REFERENCE, or INTERNAL.
+ * bad UTF-8 or JSON, unknown option), BAD_REFERENCE, UNSUPPORTED (a
+ * digest algorithm other than sha256 and sha512), or INTERNAL.
  *
  * # Safety
  * `options_json` is NULL or a NUL-terminated string; `callbacks` is NULL or

@@ -102,11 +102,11 @@ fn default_max_wait() -> u64 {
 }
 
 fn default_max_layer_bytes() -> u64 {
-    crate::verify::InflateLimits::DEFAULT.max_bytes
+    crate::verify::InflateLimits::default().max_bytes
 }
 
 fn default_max_ratio() -> u64 {
-    crate::verify::InflateLimits::DEFAULT.max_ratio
+    crate::verify::InflateLimits::default().max_ratio
 }
 
 /// Bounds on the inflate limits: below them real layers fail (1 MiB is
@@ -329,7 +329,7 @@ mod tests {
             .unwrap()
             .check()
             .unwrap();
-        assert_eq!(o.inflate_limits, crate::verify::InflateLimits::DEFAULT);
+        assert_eq!(o.inflate_limits, crate::verify::InflateLimits::default());
         for (key, value, ok) in [
             ("max_layer_uncompressed_bytes", "0", false),
             ("max_layer_uncompressed_bytes", "1048575", false),

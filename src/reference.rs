@@ -254,7 +254,11 @@ mod tests {
         for algo in ["md5:00", "sha384:00"] {
             let e = Reference::parse(&format!("repo@{algo}")).unwrap_err();
             assert_eq!(e.kind, ErrorKind::Unsupported, "{algo}");
-            assert!(e.message.contains("only sha256 and sha512"), "{}", e.message);
+            assert!(
+                e.message.contains("only sha256 and sha512"),
+                "{}",
+                e.message
+            );
         }
     }
 

@@ -139,6 +139,9 @@ impl Plan {
     /// Get every layer into the store, reporting progress per layer, and
     /// commit them in order. Returns the layers and where their bytes
     /// came from.
+    // Each argument is a separate handle the pull owns; a struct bundling
+    // them would exist for this call alone.
+    #[allow(clippy::too_many_arguments)]
     pub async fn fetch(
         &self,
         manager: &Arc<Manager>,

@@ -240,7 +240,7 @@ impl Store {
             partials.push((digest, age, meta.len()));
         }
         // Oldest first, so the size cap drops the least recently used.
-        partials.sort_by(|a, b| b.1.cmp(&a.1));
+        partials.sort_by_key(|p| std::cmp::Reverse(p.1));
         let mut total: u64 = partials.iter().map(|p| p.2).sum();
         for (digest, age, len) in partials {
             if age <= max_age && total <= max_total {

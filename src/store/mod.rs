@@ -244,6 +244,8 @@ impl Store {
         }
         // SAFETY: statvfs returned 0, so the struct is initialised.
         let st = unsafe { st.assume_init() };
+        // Both are u64 on 64-bit Linux but narrower on some 32-bit targets.
+        #[allow(clippy::unnecessary_cast)]
         let free = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
         if needed > free {
             return Err(Error::new(

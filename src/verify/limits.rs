@@ -22,7 +22,7 @@ pub struct InflateLimits {
     pub max_ratio: u64,
 }
 
-impl InflateLimits {
+impl Default for InflateLimits {
     /// 64 GiB is beyond any real layer (Docker Hub's largest images are a
     /// few tens of GiB in all) yet bounds a bomb to minutes of CPU.
     ///
@@ -32,16 +32,24 @@ impl InflateLimits {
     /// overall. So a gzip layer over 1000:1 is all but a pure run of zeros
     /// from its first byte, and a zstd one (RLE blocks reach 30000:1) is
     /// shaped the same way.
-    pub const DEFAULT: InflateLimits = InflateLimits {
-        max_bytes: 64 << 30,
-        max_ratio: 1000,
-    };
+    fn default() -> InflateLimits {
+        InflateLimits {
+            max_bytes: 64 << 30,
+            max_ratio: 1000,
+        }
+    }
+}
 
+// Constructors are functions, not associated consts: cbindgen would put
+// the type in the C header for those.
+impl InflateLimits {
     /// No cap at all (benchmarks, and checks that must not stop early).
-    pub const NONE: InflateLimits = InflateLimits {
-        max_bytes: u64::MAX,
-        max_ratio: u64::MAX,
-    };
+    pub fn unlimited() -> InflateLimits {
+        InflateLimits {
+            max_bytes: u64::MAX,
+            max_ratio: u64::MAX,
+        }
+    }
 
     /// Whether `self` lets through something `other` stops.
     pub fn looser_than(&self, other: &InflateLimits) -> bool {
@@ -233,7 +241,7 @@ mod tests {
             s.write_all(&block).unwrap(); // 1024:1, not past the floor yet
         }
         assert_eq!(s.seen().peak, (0, 0));
-        assert!(InflateLimits::DEFAULT.check(&s.seen()).is_none());
+        assert!(InflateLimits::default().check(&s.seen()).is_none());
         s.write_all(&block).unwrap();
         s.feed(256 << 20);
         s.write_all(&block).unwrap();
@@ -241,17 +249,17 @@ mod tests {
         assert_eq!(seen.peak, (257 << 20, 256 << 10));
         assert!(InflateLimits {
             max_ratio: 1000,
-            ..InflateLimits::NONE
+            ..InflateLimits::unlimited()
         }
         .check(&seen)
         .is_some_and(|o| o.cap == Cap::Ratio));
         assert!(InflateLimits {
             max_ratio: 1028,
-            ..InflateLimits::NONE
+            ..InflateLimits::unlimited()
         }
         .check(&seen)
         .is_none());
-        let e = InflateLimits::DEFAULT
+        let e = InflateLimits::default()
             .check(&seen)
             .unwrap()
             .error(&Digest::of(b""));

@@ -6,7 +6,7 @@ use std::io::Write;
 
 /// A hasher for a layer of `encoding`, sha256 throughout, no caps.
 fn layer(encoding: LayerEncoding) -> BlobHasher {
-    layer_with(encoding, Algorithm::Sha256, InflateLimits::NONE)
+    layer_with(encoding, Algorithm::Sha256, InflateLimits::unlimited())
 }
 
 fn layer_with(encoding: LayerEncoding, diff: Algorithm, limits: InflateLimits) -> BlobHasher {
@@ -222,7 +222,7 @@ fn sha512_blob_and_diff_ids() {
     let check = DiffCheck {
         encoding: LayerEncoding::Gzip,
         algorithm: Algorithm::Sha512,
-        limits: InflateLimits::DEFAULT,
+        limits: InflateLimits::default(),
     };
     let mut h = BlobHasher::new(Algorithm::Sha512, Some(check));
     h.update(&blob);
@@ -235,7 +235,11 @@ fn sha512_blob_and_diff_ids() {
     assert_eq!(v.inflated.unwrap().bytes, tar.len() as u64);
 
     // A plain tar whose config uses the other algorithm is hashed twice.
-    let mut h = layer_with(LayerEncoding::Plain, Algorithm::Sha512, InflateLimits::NONE);
+    let mut h = layer_with(
+        LayerEncoding::Plain,
+        Algorithm::Sha512,
+        InflateLimits::unlimited(),
+    );
     h.update(&tar);
     let v = h.finish();
     assert_eq!(v.digest, Digest::of(&tar));
@@ -272,7 +276,7 @@ fn gzip_bomb_stops_just_past_the_ratio_floor() {
     let mut h = layer_with(
         LayerEncoding::Gzip,
         Algorithm::Sha256,
-        InflateLimits::DEFAULT,
+        InflateLimits::default(),
     );
     feed_all(&mut h, &blob);
     let o = *h.over_limit().expect("the ratio cap trips");
@@ -295,7 +299,7 @@ fn zstd_bomb_and_size_cap_stop_early() {
     let mut h = layer_with(
         LayerEncoding::Zstd,
         Algorithm::Sha256,
-        InflateLimits::DEFAULT,
+        InflateLimits::default(),
     );
     feed_all(&mut h, &blob);
     let o = *h.over_limit().expect("the ratio cap trips");
@@ -310,7 +314,7 @@ fn zstd_bomb_and_size_cap_stop_early() {
     let tar = mixed(3 << 20);
     let limits = InflateLimits {
         max_bytes: 1 << 20,
-        ..InflateLimits::DEFAULT
+        ..InflateLimits::default()
     };
     for (enc, blob) in [
         (LayerEncoding::Gzip, gzip(&tar, 6)),
@@ -331,7 +335,7 @@ fn high_ratio_below_the_floor_passes() {
     let mut h = layer_with(
         LayerEncoding::Gzip,
         Algorithm::Sha256,
-        InflateLimits::DEFAULT,
+        InflateLimits::default(),
     );
     feed_all(&mut h, &blob);
     let v = h.finish();

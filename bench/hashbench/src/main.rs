@@ -71,7 +71,7 @@ fn hash(blob: &[u8], chunk: usize, encoding: Option<LayerEncoding>) -> u64 {
     let check = encoding.map(|encoding| DiffCheck {
         encoding,
         algorithm: Algorithm::Sha256,
-        limits: InflateLimits::DEFAULT,
+        limits: InflateLimits::default(),
     });
     let mut h = BlobHasher::new(Algorithm::Sha256, check);
     for c in blob.chunks(chunk) {
