@@ -4,6 +4,8 @@
 use crate::error::{Error, Result};
 use crate::platform::Platform;
 use crate::reference::Reference;
+use crate::registry::proxy::ProxyOption;
+use crate::registry::resolve::HostsValue;
 use crate::registry::settings::{DockerConfigOption, HostOptions};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -95,6 +97,13 @@ pub struct PullOptions {
     /// Fetch foreign (non-distributable) layers from their own URLs.
     #[serde(default)]
     pub allow_foreign_layers: bool,
+    /// `{"http": URL, "https": URL, "no_proxy": "a,.b,10.0.0.0/8"}`, or
+    /// false; absent or true: HTTP(S)_PROXY, ALL_PROXY and NO_PROXY.
+    #[serde(default)]
+    pub proxy: ProxyOption,
+    /// Host names pinned to IP addresses, consulted before DNS.
+    #[serde(default)]
+    pub hosts: BTreeMap<String, HostsValue>,
 }
 
 fn default_max_wait() -> u64 {
@@ -224,6 +233,10 @@ impl PullOptions {
             self.credential_helpers_dir,
             self.max_retry_wait_secs,
             self.allow_foreign_layers,
+            crate::registry::settings::Network {
+                proxy: self.proxy,
+                hosts: self.hosts,
+            },
         )?;
         if !(1..=64).contains(&self.max_concurrent_downloads) {
             return Err(Error::invalid(

@@ -1,7 +1,8 @@
 //! The hostile-registry profile: size caps on manifests, configs, tokens and error bodies, a
 //! layer-count cap and a redirect-hop cap, each failing clearly instead of reading on.
-//! (Refusals of link-local and metadata addresses are unit tests in src/registry/guard.rs:
-//! an end-to-end test would have to aim traffic at such an address.)
+//! (Refusals of literal link-local and metadata addresses are unit tests in
+//! src/registry/guard.rs; names that resolve to them are refused end to end in
+//! tests/registry_dns_guard.rs, inside the resolver, before any connection.)
 
 mod common;
 mod registry_kit;

@@ -2,6 +2,10 @@
 //! endpoints. A hostile registry could otherwise aim a token realm, a
 //! redirect or a foreign-layer URL at the instance-metadata service and have
 //! us fetch credentials from inside the host's network.
+//!
+//! URLs are checked here before any request; names that only resolve to
+//! such addresses are refused by the resolver every client uses
+//! (`resolve.rs`, which states the rule for names).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -15,16 +19,21 @@ pub fn refused(url: &reqwest::Url) -> Option<String> {
     }
     let host = url.host_str()?;
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let name = bare.trim_end_matches('.').to_ascii_lowercase();
-    if METADATA_NAMES.contains(&name.as_str()) {
+    if is_metadata_name(bare) {
         return Some(format!("{host} is a cloud metadata service"));
     }
-    // TODO: a name that only resolves to a link-local address is not refused.
     let ip: IpAddr = bare.parse().ok()?;
     forbidden_ip(ip).then(|| format!("{host} is a link-local or metadata address"))
 }
 
-fn forbidden_ip(ip: IpAddr) -> bool {
+/// One of the names the clouds give their metadata service.
+pub fn is_metadata_name(host: &str) -> bool {
+    let name = host.trim_end_matches('.').to_ascii_lowercase();
+    METADATA_NAMES.contains(&name.as_str())
+}
+
+/// A link-local or metadata address, also inside an IPv6 one.
+pub fn forbidden_ip(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => forbidden_v4(v4),
         IpAddr::V6(v6) => match embedded_v4(v6) {

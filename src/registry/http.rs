@@ -1,39 +1,29 @@
-//! The one HTTP client and the helpers that turn responses into errors.
+//! How every HTTP client is built, and the helpers that turn responses into errors.
 
+use super::proxy::Proxies;
+use super::resolve::{Hosts, Refused};
 use crate::error::{Error, ErrorKind, Result};
 use futures_util::StreamExt;
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 pub const USER_AGENT: &str = concat!("vicpull/", env!("CARGO_PKG_VERSION"));
 /// Redirect hops followed for one request (Go's default, so Docker's).
 pub const MAX_REDIRECTS: usize = 10;
 
-/// Shared by every pull so connections are reused. reqwest drops
-/// Authorization when a redirect leaves the origin (host or port), and
-/// decompresses nothing because no compression feature is enabled: digests
-/// cover the bytes as sent.
-pub fn client() -> Result<reqwest::Client> {
-    static CLIENT: OnceLock<std::result::Result<reqwest::Client, String>> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| builder().build().map_err(|e| e.to_string()))
-        .clone()
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Internal,
-                format!("cannot build HTTP client: {e}"),
-            )
-        })
-}
-
-/// The settings every client shares; TLS material is added per host.
-pub fn builder() -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
+/// The settings every client shares; TLS material is added per host
+/// (`tls::client_for`, which also caches the clients so connections are
+/// reused). reqwest drops Authorization when a redirect leaves the origin
+/// (host or port), and decompresses nothing because no compression feature
+/// is enabled: digests cover the bytes as sent. Every name goes through the
+/// guarded resolver, and proxies are vicpull's own decision.
+pub fn builder(proxies: &Proxies, hosts: &Hosts) -> reqwest::ClientBuilder {
+    let b = reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .connect_timeout(Duration::from_secs(30))
         .read_timeout(Duration::from_secs(60))
+        .dns_resolver(super::resolve::Guarded::new(hosts.clone()))
         .redirect(reqwest::redirect::Policy::custom(|attempt| {
             if attempt.previous().len() > MAX_REDIRECTS {
                 let why = format!("more than {MAX_REDIRECTS} redirects");
@@ -43,7 +33,8 @@ pub fn builder() -> reqwest::ClientBuilder {
                 Some(why) => attempt.error(format!("redirect refused: {why}")),
                 None => attempt.follow(),
             }
-        }))
+        }));
+    proxies.apply(b)
 }
 
 /// Read a body, failing as soon as it passes `cap` bytes.
@@ -93,13 +84,25 @@ pub fn network(what: &str, e: &reqwest::Error) -> Error {
         Some(u) => format!("{} ({})", super::guard::shown(u), error_text(e)),
         None => error_text(e),
     };
+    let mut refused = false;
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
         msg.push_str(": ");
         msg.push_str(&s.to_string());
+        refused |= s.downcast_ref::<Refused>().is_some();
         src = s.source();
     }
+    if let Some(p) = super::proxy::failed_proxy(e) {
+        msg.push_str(&format!(" (through proxy {p})"));
+    }
     let mut err = Error::transient(ErrorKind::Network, format!("{what}: {msg}"));
+    // A name that resolves only to forbidden addresses: refused for good,
+    // with the kind a refused redirect gets.
+    if refused {
+        err.kind = ErrorKind::Registry;
+        err.transient = false;
+        return err;
+    }
     // A certificate that does not verify will not verify on the next try,
     // nor will a request we could not even build (a bad header value) or a
     // redirect we refused.

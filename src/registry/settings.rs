@@ -1,6 +1,9 @@
 //! What the pull options say about reaching registries: mirrors, TLS,
-//! Docker credentials and rate-limit patience, checked once up front.
+//! proxies, pinned host addresses, Docker credentials and rate-limit
+//! patience, checked once up front.
 
+use super::proxy::{Proxies, ProxyOption};
+use super::resolve::{Hosts, HostsValue};
 use crate::error::{Error, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -56,6 +59,11 @@ pub struct Settings {
     pub max_retry_wait: Duration,
     /// Fetch foreign layers from the URLs their descriptors list.
     pub allow_foreign_layers: bool,
+    /// From the `proxy` option, or the environment as it was when the
+    /// options were checked.
+    pub proxies: Proxies,
+    /// Names pinned to addresses before DNS (`hosts` option).
+    pub hosts: Hosts,
 }
 
 impl Default for Settings {
@@ -68,8 +76,17 @@ impl Default for Settings {
             credential_helpers_dir: None,
             max_retry_wait: DEFAULT_MAX_RETRY_WAIT,
             allow_foreign_layers: false,
+            proxies: Proxies::default(),
+            hosts: Hosts::default(),
         }
     }
+}
+
+/// The options about how requests travel: proxies and pinned addresses.
+#[derive(Clone, Debug, Default)]
+pub struct Network {
+    pub proxy: ProxyOption,
+    pub hosts: BTreeMap<String, HostsValue>,
 }
 
 /// `docker.io`, `index.docker.io` and `registry-1.docker.io` are one registry.
@@ -94,6 +111,7 @@ impl Settings {
         credential_helpers_dir: Option<PathBuf>,
         max_retry_wait_secs: u64,
         allow_foreign_layers: bool,
+        network: Network,
     ) -> Result<Settings> {
         let mut by_host = BTreeMap::new();
         for (host, o) in registries {
@@ -122,6 +140,8 @@ impl Settings {
             credential_helpers_dir,
             max_retry_wait: Duration::from_secs(max_retry_wait_secs),
             allow_foreign_layers,
+            proxies: Proxies::from_option(&network.proxy)?,
+            hosts: Hosts::new(network.hosts)?,
         })
     }
 
@@ -143,7 +163,16 @@ mod tests {
 
     fn settings(registries: BTreeMap<String, HostOptions>, wait: u64) -> Result<Settings> {
         let dc = DockerConfigOption::default();
-        Settings::new(registries, None, None, dc, None, wait, false)
+        Settings::new(
+            registries,
+            None,
+            None,
+            dc,
+            None,
+            wait,
+            false,
+            Network::default(),
+        )
     }
 
     #[test]

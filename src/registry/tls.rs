@@ -1,9 +1,12 @@
 //! TLS per registry host: system roots always, plus extra CA bundles,
 //! client certificates (explicit paths or a certs.d-style directory) and an
-//! explicit `insecure` switch. Hosts with the same material share one HTTP
-//! client, so connections are still reused across pulls.
+//! explicit `insecure` switch. Hosts with the same material, proxies and
+//! `hosts` pins share one HTTP client, so connections are still reused
+//! across pulls, and pulls that differ in any of them never share one.
 
 use super::http;
+use super::proxy::Proxies;
+use super::resolve::Hosts;
 use super::settings::Settings;
 use crate::error::{Error, ErrorKind, Result};
 use std::collections::HashMap;
@@ -23,19 +26,21 @@ struct Material {
     insecure: bool,
 }
 
+/// What makes two clients different.
+type Key = (Material, Proxies, Hosts);
+
 /// The HTTP client to use for `host` (`host[:port]`).
 pub fn client_for(settings: &Settings, host: &str) -> Result<reqwest::Client> {
     let m = material(settings, host)?;
-    if m == Material::default() {
-        return http::client();
-    }
-    static CLIENTS: Mutex<Option<HashMap<Material, reqwest::Client>>> = Mutex::new(None);
+    static CLIENTS: Mutex<Option<HashMap<Key, reqwest::Client>>> = Mutex::new(None);
     let mut all = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
     let all = all.get_or_insert_with(HashMap::new);
-    if let Some(c) = all.get(&m) {
+    let key = (m, settings.proxies.clone(), settings.hosts.clone());
+    if let Some(c) = all.get(&key) {
         return Ok(c.clone());
     }
-    let mut b = http::builder();
+    let m = &key.0;
+    let mut b = http::builder(&key.1, &key.2);
     for pem in &m.roots {
         let certs = reqwest::Certificate::from_pem_bundle(pem)
             .map_err(|e| tls_error(host, &format!("a CA file is not PEM: {e}")))?;
@@ -55,7 +60,7 @@ pub fn client_for(settings: &Settings, host: &str) -> Result<reqwest::Client> {
     let c = b
         .build()
         .map_err(|e| tls_error(host, &format!("cannot build a TLS client: {e}")))?;
-    all.insert(m, c.clone());
+    all.insert(key, c.clone());
     Ok(c)
 }
 

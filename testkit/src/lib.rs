@@ -20,6 +20,7 @@
 
 pub mod bench;
 pub mod digest;
+pub mod forward;
 pub mod http;
 pub mod image;
 pub mod proxy;
@@ -30,6 +31,7 @@ mod tempdir;
 mod wire;
 
 pub use digest::sha256_digest;
+pub use forward::ForwardProxy;
 pub use image::{
     push_image, push_index, Compression, Format, ImageSpec, Layer, LayerInfo, Platform,
     PushedImage, PushedIndex,
