@@ -94,8 +94,15 @@ pub struct vic_pull_status {
 /// `max_retry_wait_secs` (0-3600, default 60: the longest Retry-After waited
 /// out; a longer one fails at once with RATE_LIMITED),
 /// `allow_foreign_layers` (default false: fetch non-distributable layers
-/// from the URLs their descriptors list, before the registry). Unknown keys
-/// and wrong types are INVALID_ARGUMENT.
+/// from the URLs their descriptors list, before the registry), `proxy`
+/// (object with `http` and `https` proxy URLs, "http(s)://[user:pass@]
+/// host[:port]", and `no_proxy` ("host,.domain,host:port,10.0.0.0/8,*"),
+/// replacing the environment whole; false for no proxy; absent or true:
+/// HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY, upper or lower case;
+/// SOCKS is INVALID_ARGUMENT), `hosts` (object mapping host names to an IP
+/// address or a list of them, used instead of DNS; a name resolving only to
+/// link-local or metadata addresses, pinned or not, fails the request with
+/// REGISTRY). Unknown keys and wrong types are INVALID_ARGUMENT.
 ///
 /// `callbacks` may be NULL (poll instead); it is copied, so the struct may
 /// be freed after the call, but `user_data` must stay valid until the

@@ -318,6 +318,7 @@ impl Proxies {
                 known.push(p.clone());
             }
         }
+        // TODO: names a proxy resolves for us skip the link-local check (`resolve.rs`).
         let me = self.clone();
         // reqwest takes Proxy-Authorization from the URL's user:pass.
         b.proxy(reqwest::Proxy::custom(move |u| {

@@ -9,7 +9,8 @@
 //! rebinding DNS server could change the answer between any check and the
 //! connect, so the check sits in the lookup the connect uses. An address
 //! the user types as a literal IP never comes here; registry-sent literal
-//! IPs are refused before any request (`guard::refused`).
+//! IPs are refused before any request (`guard::refused`). A request sent
+//! through a proxy never comes here for its target: the proxy resolves it.
 
 use super::guard;
 use crate::error::{Error, Result};

@@ -29,10 +29,12 @@ struct Material {
 /// What makes two clients different.
 type Key = (Material, Proxies, Hosts);
 
+/// Every client built so far, by what tells them apart.
+static CLIENTS: Mutex<Option<HashMap<Key, reqwest::Client>>> = Mutex::new(None);
+
 /// The HTTP client to use for `host` (`host[:port]`).
 pub fn client_for(settings: &Settings, host: &str) -> Result<reqwest::Client> {
     let m = material(settings, host)?;
-    static CLIENTS: Mutex<Option<HashMap<Key, reqwest::Client>>> = Mutex::new(None);
     let mut all = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
     let all = all.get_or_insert_with(HashMap::new);
     let key = (m, settings.proxies.clone(), settings.hosts.clone());
@@ -150,4 +152,45 @@ fn tls_error(host: &str, why: &str) -> Error {
         ErrorKind::InvalidArgument,
         format!("TLS settings for {host}: {why}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::proxy::{ProxyOption, ProxyValues};
+    use crate::registry::settings::Network;
+    use std::collections::BTreeMap;
+
+    fn settings(proxy: &str, pin: &str) -> Settings {
+        let mut hosts = BTreeMap::new();
+        let ip = crate::registry::resolve::HostsValue::One("127.0.0.1".into());
+        hosts.insert(pin.to_string(), ip);
+        let proxy = ProxyOption::Set(ProxyValues {
+            http: Some(proxy.into()),
+            https: None,
+            no_proxy: None,
+        });
+        let network = Network { proxy, hosts };
+        let dc = crate::registry::settings::DockerConfigOption::Enabled(false);
+        Settings::new(BTreeMap::new(), None, None, dc, None, 60, false, network).unwrap()
+    }
+
+    #[test]
+    fn same_settings_share_a_client_and_other_proxies_do_not() {
+        // A pin no other test uses picks this test's cache entries out.
+        let pin = "tls-cache-test.invalid";
+        let mine = || {
+            let all = CLIENTS.lock().unwrap();
+            let all = all.as_ref().unwrap();
+            all.keys()
+                .filter(|k| k.2 == settings("h:1", pin).hosts)
+                .count()
+        };
+        client_for(&settings("http://127.0.0.1:3128", pin), "a:1").unwrap();
+        client_for(&settings("http://127.0.0.1:3128", pin), "b:2").unwrap();
+        assert_eq!(mine(), 1, "same proxy and material: one client");
+        client_for(&settings("http://u:p@127.0.0.1:3128", pin), "a:1").unwrap();
+        client_for(&settings("http://127.0.0.1:3129", pin), "a:1").unwrap();
+        assert_eq!(mine(), 3, "another proxy or proxy password: another client");
+    }
 }
