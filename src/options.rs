@@ -347,7 +347,11 @@ mod tests {
             ("max_layer_uncompressed_bytes", "0", false),
             ("max_layer_uncompressed_bytes", "1048575", false),
             ("max_layer_uncompressed_bytes", "1048576", true),
-            ("max_layer_uncompressed_bytes", "18446744073709551615", false),
+            (
+                "max_layer_uncompressed_bytes",
+                "18446744073709551615",
+                false,
+            ),
             ("max_compression_ratio", "0", false),
             ("max_compression_ratio", "9", false),
             ("max_compression_ratio", "1000000", true),

@@ -3,8 +3,9 @@
 //! reach the proxy and nothing else, a dead proxy, and the environment variables, which
 //! apply when the option is absent and not with `"proxy": false`.
 //!
-//! Loopback is proxied like any other host (nothing is bypassed by default), which is what
-//! lets a proxy on 127.0.0.1 see requests for a registry on 127.0.0.1.
+//! Loopback addresses always go direct (Go's rule, so docker's and skopeo's), so these
+//! tests name the registry `registry.test`, pinned to 127.0.0.1 with the `hosts` option;
+//! the test proxy maps `*.test` to 127.0.0.1 too.
 
 mod common;
 mod registry_kit;
@@ -39,9 +40,14 @@ impl Reg {
         Reg { registry, image }
     }
 
+    /// `registry.test:PORT`: the registry by a name that is not loopback.
+    fn named(&self) -> String {
+        named(self.registry.addr())
+    }
+
     /// The URLs of every GET a pull makes: manifest, config, each layer.
     fn get_urls(&self) -> Vec<String> {
-        let base = format!("{}/v2/fx/app", self.registry.url());
+        let base = format!("http://{}/v2/fx/app", self.named());
         let mut v = vec![
             format!("{base}/manifests/1"),
             format!("{base}/blobs/{}", self.image.config_digest),
@@ -56,9 +62,15 @@ impl Reg {
     }
 }
 
+/// `127.0.0.1:PORT` -> `registry.test:PORT`.
+fn named(addr: &str) -> String {
+    format!("registry.test:{}", addr.rsplit_once(':').unwrap().1)
+}
+
 fn options(reg: &Reg, store: &Path) -> Value {
     json!({
-        "reference": format!("{}/fx/app:1", reg.registry.addr()),
+        "reference": format!("{}/fx/app:1", reg.named()),
+        "hosts": {"registry.test": "127.0.0.1"},
         "store": store,
         "plain_http": true,
         "docker_config": false,
@@ -93,6 +105,16 @@ fn proxy_option_carries_every_registry_get() {
         .requests()
         .iter()
         .all(|r| r.proxy_authorization.is_none()));
+
+    // The same registry by its loopback address goes direct, proxy or not.
+    let before = proxy.requests().len();
+    let store = TempDir::new("vicpull-store");
+    let mut o = options(&reg, store.path());
+    o["reference"] = format!("{}/fx/app:1", reg.registry.addr()).into();
+    o["proxy"] = json!({"http": proxy.url()});
+    let (out, _) = capi::pull(o);
+    assert_eq!(out.code, vic_result::Ok, "{}", out.message);
+    assert_eq!(proxy.requests().len(), before, "loopback was proxied");
 }
 
 #[test]
@@ -101,9 +123,9 @@ fn proxy_no_proxy_naming_the_registry_goes_direct() {
     let proxy = ForwardProxy::start();
     let port = reg.registry.addr().rsplit_once(':').unwrap().1.to_string();
     for no_proxy in [
-        "127.0.0.1".to_string(),
-        format!("127.0.0.1:{port}"),
-        "127.0.0.0/8".into(),
+        "registry.test".to_string(),
+        format!("registry.test:{port}"),
+        ".test".into(),
     ] {
         let store = TempDir::new("vicpull-store");
         let mut o = options(&reg, store.path());
@@ -120,7 +142,7 @@ fn proxy_no_proxy_naming_the_registry_goes_direct() {
     // Another port on the same host is not covered by a host:port entry.
     let store = TempDir::new("vicpull-store");
     let mut o = options(&reg, store.path());
-    o["proxy"] = json!({"http": proxy.url(), "no_proxy": "127.0.0.1:1"});
+    o["proxy"] = json!({"http": proxy.url(), "no_proxy": "registry.test:1"});
     let (out, _) = capi::pull(o);
     assert_eq!(out.code, vic_result::Ok, "{}", out.message);
     assert!(!proxy.requests().is_empty());
@@ -161,7 +183,7 @@ fn proxy_credentials_are_sent_and_never_shown() {
     assert!(!out.message.contains(SECRET), "{}", out.message);
 
     let lines = log_lines();
-    let ours = lines.iter().filter(|l| l.contains(reg.registry.addr()));
+    let ours = lines.iter().filter(|l| l.contains(&reg.named()));
     assert!(
         ours.count() > 0,
         "no log lines about this pull were captured"
@@ -244,9 +266,9 @@ fn proxy_https_goes_through_a_connect_tunnel() {
             "-out",
             "server.crt",
             "-subj",
-            "/CN=127.0.0.1",
+            "/CN=registry.test",
             "-addext",
-            "subjectAltName=IP:127.0.0.1",
+            "subjectAltName=DNS:registry.test,IP:127.0.0.1",
             "-addext",
             "basicConstraints=critical,CA:FALSE",
             "-days",
@@ -267,7 +289,8 @@ fn proxy_https_goes_through_a_connect_tunnel() {
     proxy.require_auth("puser", SECRET);
     let store = TempDir::new("vicpull-store");
     let o = json!({
-        "reference": format!("{}/fx/app:1", tls.addr()),
+        "reference": format!("{}/fx/app:1", named(tls.addr())),
+        "hosts": {"registry.test": "127.0.0.1"},
         "store": store.path(),
         "docker_config": false,
         "max_attempts": 1,
@@ -281,7 +304,7 @@ fn proxy_https_goes_through_a_connect_tunnel() {
     assert!(!reqs.is_empty());
     for r in &reqs {
         assert_eq!(r.method, "CONNECT", "{reqs:?}");
-        assert_eq!(r.target, tls.addr(), "{reqs:?}");
+        assert_eq!(r.target, named(tls.addr()), "{reqs:?}");
         assert!(r.proxy_authorization.is_some(), "{reqs:?}");
     }
 }
@@ -344,11 +367,11 @@ fn proxy_environment_applies_without_the_option_and_false_ignores_it() {
         "http_proxy"
     );
     assert!(pull(none.clone(), &[("ALL_PROXY", &url)]) >= 4, "ALL_PROXY");
-    let listed = [("HTTP_PROXY", url.as_str()), ("NO_PROXY", "127.0.0.1")];
+    let listed = [("HTTP_PROXY", url.as_str()), ("NO_PROXY", "registry.test")];
     assert_eq!(pull(none.clone(), &listed), 0, "NO_PROXY");
     let lower = [
         ("http_proxy", url.as_str()),
-        ("no_proxy", ".test,127.0.0.1"),
+        ("no_proxy", "other.example,.test"),
     ];
     assert_eq!(pull(none, &lower), 0, "no_proxy");
     let off = json!({"proxy": false});
@@ -359,4 +382,7 @@ fn proxy_environment_applies_without_the_option_and_false_ignores_it() {
     // Under CGI, HTTP_PROXY may come from a request header: not used.
     let cgi = [("REQUEST_METHOD", "GET"), ("HTTP_PROXY", url.as_str())];
     assert_eq!(pull(json!({}), &cgi), 0, "CGI");
+    // A registry on a loopback address never goes through the environment's proxy.
+    let direct = json!({"reference": format!("{}/fx/app:1", reg.registry.addr())});
+    assert_eq!(pull(direct, &[("HTTP_PROXY", &url)]), 0, "loopback");
 }

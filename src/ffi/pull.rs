@@ -99,7 +99,8 @@ pub struct vic_pull_status {
 /// host[:port]", and `no_proxy` ("host,.domain,host:port,10.0.0.0/8,*"),
 /// replacing the environment whole; false for no proxy; absent or true:
 /// HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY, upper or lower case;
-/// SOCKS is INVALID_ARGUMENT), `hosts` (object mapping host names to an IP
+/// SOCKS is INVALID_ARGUMENT; localhost and loopback addresses always go
+/// direct), `hosts` (object mapping host names to an IP
 /// address or a list of them, used instead of DNS; a name resolving only to
 /// link-local or metadata addresses, pinned or not, fails the request with
 /// REGISTRY). Unknown keys and wrong types are INVALID_ARGUMENT.

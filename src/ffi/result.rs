@@ -124,6 +124,6 @@ impl vic_result {
 pub extern "C" fn vic_result_name(result: u32) -> *const std::ffi::c_char {
     super::panic::guard(|| match vic_result::from_u32(result) {
         Some(r) => r.name_nul().as_ptr().cast(),
-        None => "UNKNOWN\0".as_ptr().cast(),
+        None => c"UNKNOWN".as_ptr(),
     })
 }

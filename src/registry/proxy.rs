@@ -6,8 +6,9 @@
 //! The option replaces the environment whole, as Docker's daemon.json
 //! `proxies` does: `{"http": URL, "https": URL, "no_proxy": "a,.b,10.0.0.0/8"}`
 //! (a scheme left out goes direct), `false` for no proxy at all, `true` or
-//! absent for the environment. Loopback is proxied like anything else unless
-//! the no-proxy list names it (curl's rule; Go's never proxies loopback).
+//! absent for the environment. Loopback (`localhost`, 127.0.0.0/8, ::1)
+//! always goes direct, as in Go's net/http and so in docker, containerd and
+//! skopeo: a registry on the host keeps working behind a corporate proxy.
 
 use crate::error::{Error, Result};
 use serde::Deserialize;
@@ -196,6 +197,15 @@ impl Bypass {
     }
 }
 
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
 fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(n)) => {
@@ -299,7 +309,10 @@ impl Proxies {
             .trim_start_matches('[')
             .trim_end_matches(']');
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        let ip = host.parse().ok();
+        let ip: Option<IpAddr> = host.parse().ok();
+        if host == "localhost" || ip.is_some_and(is_loopback) {
+            return None;
+        }
         let port = url.port_or_known_default().unwrap_or(0);
         let direct = self.bypass.iter().any(|b| b.matches(&host, ip, port));
         (!direct).then_some(proxy)
@@ -416,8 +429,15 @@ mod tests {
         ] {
             assert!(shown(&p, proxied).is_some(), "{proxied}");
         }
-        // Loopback is proxied unless listed.
-        assert!(shown(&p, "http://127.0.0.1:5000/").is_some());
+        // Loopback goes direct, listed or not (Go's rule).
+        for direct in [
+            "http://127.0.0.1:5000/",
+            "http://127.8.9.10/",
+            "http://localhost:5000/",
+            "http://[::ffff:127.0.0.1]:5000/",
+        ] {
+            assert_eq!(shown(&p, direct), None, "{direct}");
+        }
         let cgi = env(&[("REQUEST_METHOD", "GET"), ("HTTP_PROXY", "evil:1")]).unwrap();
         assert_eq!(shown(&cgi, "http://r.test/"), None);
         assert_eq!(env(&[]).unwrap(), Proxies::default());

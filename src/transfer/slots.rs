@@ -81,7 +81,7 @@ impl State {
     /// Transfers outlive the pull that started them: an unknown pull has
     /// no limit of its own.
     fn under_limit(&self, pull: u64) -> bool {
-        self.pulls.get(&pull).is_none_or(|p| p.active < p.limit)
+        self.pulls.get(&pull).map_or(true, |p| p.active < p.limit)
     }
 
     fn take(&mut self, pull: u64) {

@@ -4,8 +4,8 @@
 //! Proxy-Authorization; with [`ForwardProxy::require_auth`] anything without the expected
 //! value gets 407.
 //!
-//! It forwards only to loopback addresses (`127.0.0.0/8`, `::1`, `localhost`); any other
-//! target gets 502 without a connection attempt.
+//! It forwards only to loopback (`127.0.0.0/8`, `::1`, `localhost`, and any `*.test` name,
+//! taken as 127.0.0.1); any other target gets 502 without a connection attempt.
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
@@ -173,7 +173,10 @@ async fn serve(stream: TcpStream, state: State) {
 fn loopback(authority: &str) -> Option<SocketAddr> {
     let (host, port) = authority.rsplit_once(':')?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let ip: IpAddr = if host.eq_ignore_ascii_case("localhost") {
+    // Clients skip proxies for loopback addresses, so tests name the registry
+    // `<something>.test` (RFC 6761) and this proxy maps those to 127.0.0.1.
+    let test_name = host.to_ascii_lowercase().ends_with(".test");
+    let ip: IpAddr = if host.eq_ignore_ascii_case("localhost") || test_name {
         IpAddr::from([127, 0, 0, 1])
     } else {
         host.parse().ok()?
@@ -308,7 +311,11 @@ mod tests {
         assert!(loopback("[::1]:5000").is_some());
         assert!(loopback("localhost:1").is_some());
         assert!(loopback("169.254.169.254:80").is_none());
-        assert!(loopback("registry.test:443").is_none());
+        assert_eq!(
+            loopback("registry.test:443"),
+            Some(SocketAddr::from(([127, 0, 0, 1], 443)))
+        );
+        assert!(loopback("registry.example:443").is_none());
         assert_eq!(base64(b"user:pw"), "dXNlcjpwdw==");
         assert_eq!(base64(b"ab"), "YWI=");
     }
