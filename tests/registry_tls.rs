@@ -137,12 +137,18 @@ struct Tls {
 
 impl Tls {
     fn start(pki: &Pki, mutual: bool) -> Tls {
+        Tls::start_logged(pki, mutual, false)
+    }
+
+    /// With `access_log`, the registry writes one combined-format line per request.
+    fn start_logged(pki: &Pki, mutual: bool, access_log: bool) -> Tls {
         let data = TempDir::new("vicpull-tls-registry");
         let plain = Registry::start_with(RegistryOptions::new().dir(data.path()));
         let spec = ImageSpec::new(vec![Layer::random(48 << 10, 31)]).format(Format::Oci);
         push_image(plain.addr(), "fx/app", "1", &spec);
         let mut o = RegistryOptions::new()
             .dir(data.path())
+            .access_log(access_log)
             .tls(pki.path("server.crt"), pki.path("server.key"));
         if mutual {
             o = o.client_ca(pki.path("ca.crt"));
@@ -258,4 +264,27 @@ fn registry_tls_half_a_client_pair_is_an_invalid_option() {
     };
     assert_eq!(code, vic_result::InvalidArgument);
     assert!(msg.contains("client_cert and client_key"), "{msg}");
+}
+
+#[test]
+fn registry_tls_speaks_http2_when_the_registry_offers_it() {
+    let pki = Pki::new();
+    let reg = Tls::start_logged(&pki, false, true);
+    let mut o = reg.options();
+    o["ca_file"] = pki.path("ca.crt").display().to_string().into();
+    let out = pull(o);
+    assert_eq!(out.code, vic_result::Ok, "{}", out.message);
+    // Go's server negotiates h2 through ALPN; the access log names the protocol.
+    let log = reg.registry.log();
+    let ours: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"GET /v2/fx/app/"))
+        .collect();
+    assert!(
+        ours.len() >= 3,
+        "manifest, config and layer requests: {log}"
+    );
+    for l in &ours {
+        assert!(l.contains("HTTP/2.0"), "not HTTP/2: {l}");
+    }
 }

@@ -399,6 +399,30 @@ fn a_later_pull_with_a_higher_limit_widens_the_pool_but_not_the_first_pull() {
 }
 
 #[test]
+fn connections_are_kept_alive_within_a_pull_and_across_pulls() {
+    let env = Env::new();
+    let layers: Vec<Layer> = (0..12).map(|i| Layer::random(20 << 10, 3200 + i)).collect();
+    env.push("fx/many", "1", &ImageSpec::new(layers));
+    let others: Vec<Layer> = (0..6).map(|i| Layer::random(20 << 10, 3300 + i)).collect();
+    env.push("fx/more", "1", &ImageSpec::new(others));
+    let mut opts = env.options("fx/many:1");
+    opts["max_concurrent_downloads"] = 3.into();
+    let (out, _) = capi::pull(opts);
+    assert_eq!(out.code, vic_result::Ok, "{}", out.message);
+    let (requests, first) = (env.proxy.requests().len(), env.proxy.connections());
+    assert!(requests >= 14, "manifest, config, 12 layers: {requests}");
+    // Three downloads at a time need three connections, plus one spare at most.
+    assert!(first <= 4, "{first} connections for {requests} requests");
+
+    let mut opts = env.options("fx/more:1");
+    opts["max_concurrent_downloads"] = 3.into();
+    let (out, _) = capi::pull(opts);
+    assert_eq!(out.code, vic_result::Ok, "{}", out.message);
+    let second = env.proxy.connections() - first;
+    assert!(second <= 1, "the next pull opened {second} new connections");
+}
+
+#[test]
 fn commit_hook_sees_layers_in_order_and_can_refuse() {
     let env = Env::new();
     let layers = vec![

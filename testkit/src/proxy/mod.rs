@@ -164,6 +164,13 @@ impl FaultProxy {
         self.shared.requests()
     }
 
+    /// Client connections accepted so far: with keep-alive, far fewer than requests.
+    pub fn connections(&self) -> usize {
+        self.shared
+            .accepted
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Forgets the request log.
     pub fn clear_log(&self) {
         self.shared.clear_log();
@@ -204,6 +211,7 @@ async fn accept(
             _ = &mut stopped => return,
             conn = listener.accept() => {
                 if let Ok((stream, _)) = conn {
+                    shared.accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tokio::spawn(conn::serve(stream, upstream.clone(), shared.clone()));
                 }
             }

@@ -25,6 +25,8 @@ pub struct RequestLog {
 #[derive(Default)]
 pub(crate) struct Shared {
     inner: Mutex<Inner>,
+    /// Client connections accepted so far.
+    pub(crate) accepted: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
