@@ -69,9 +69,10 @@ pub struct PullOptions {
     #[serde(default = "default_max_layer_bytes")]
     pub max_layer_uncompressed_bytes: u64,
     /// Past 256 MiB inflated, a layer inflating to more than this many bytes
-    /// per compressed byte fails the pull (default 1000).
-    #[serde(default = "default_max_ratio")]
-    pub max_compression_ratio: u64,
+    /// per compressed byte fails the pull (default: no ratio cap, see
+    /// `InflateLimits::default`).
+    #[serde(default)]
+    pub max_compression_ratio: Option<u64>,
     /// Windows host build (`10.0.20348.1234`) to match index entries against.
     #[serde(default)]
     pub os_version: Option<String>,
@@ -112,10 +113,6 @@ fn default_max_wait() -> u64 {
 
 fn default_max_layer_bytes() -> u64 {
     crate::verify::InflateLimits::default().max_bytes
-}
-
-fn default_max_ratio() -> u64 {
-    crate::verify::InflateLimits::default().max_ratio
 }
 
 /// Bounds on the inflate limits: below them real layers fail (1 MiB is
@@ -267,14 +264,19 @@ impl PullOptions {
                 "options: max_layer_uncompressed_bytes must be 1048576 (1 MiB) to 2^50 (1 PiB)",
             ));
         }
-        if !RATIO_RANGE.contains(&self.max_compression_ratio) {
+        if self
+            .max_compression_ratio
+            .is_some_and(|r| !RATIO_RANGE.contains(&r))
+        {
             return Err(Error::invalid(
                 "options: max_compression_ratio must be 10 to 1000000",
             ));
         }
         let inflate_limits = crate::verify::InflateLimits {
             max_bytes: self.max_layer_uncompressed_bytes,
-            max_ratio: self.max_compression_ratio,
+            max_ratio: self
+                .max_compression_ratio
+                .unwrap_or(crate::verify::InflateLimits::default().max_ratio),
         };
         let low_speed = crate::transfer::LowSpeed {
             bytes_per_sec: self.low_speed_limit,

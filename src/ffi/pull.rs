@@ -69,7 +69,7 @@ pub struct vic_pull_status {
 /// (1-64, default 3), `max_attempts` (1-100, default 5), `verify_diff_ids`
 /// (default true: inflate gzip and zstd layers to check their diffIDs),
 /// `max_layer_uncompressed_bytes` (1 MiB to 1 PiB, default 64 GiB) and
-/// `max_compression_ratio` (10-1000000, default 1000): inflating a layer
+/// `max_compression_ratio` (10-1000000, default none): inflating a layer
 /// stops, and the pull fails with REGISTRY (not retried), as soon as the
 /// layer passes that many bytes, or, once 256 MiB are out, that many inflated
 /// bytes per compressed byte; with verify_diff_ids false nothing is inflated

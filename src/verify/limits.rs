@@ -24,18 +24,20 @@ pub struct InflateLimits {
 
 impl Default for InflateLimits {
     /// 64 GiB is beyond any real layer (Docker Hub's largest images are a
-    /// few tens of GiB in all) yet bounds a bomb to minutes of CPU.
+    /// few tens of GiB in all) yet bounds a bomb to about a minute of CPU.
     ///
-    /// Ratio 1000: deflate cannot pass about 1032:1 (a 258-byte match in two
-    /// bits), which only long runs of one byte reach; real layers land at
-    /// 2-10:1, and ones holding a big zero-filled file stay at a few hundred
-    /// overall. So a gzip layer over 1000:1 is all but a pure run of zeros
-    /// from its first byte, and a zstd one (RLE blocks reach 30000:1) is
-    /// shaped the same way.
+    /// No ratio cap by default: a layer holding a zero-filled file (a blank
+    /// VM disk, a preallocated swap file) is a run of zeros, and deflate
+    /// packs that at its limit of about 1032:1 (zstd at 30000:1), exactly as
+    /// a bomb does; no ratio tells them apart, and refusing disk images is
+    /// worse for a VM host than inflating a bomb up to the size cap (CPU
+    /// only: nothing inflated is written). Hosts pulling from registries
+    /// they do not trust set max_compression_ratio (100 stops any bomb
+    /// after 256 MiB; layers without big zero runs sit at 2-10:1).
     fn default() -> InflateLimits {
         InflateLimits {
             max_bytes: 64 << 30,
-            max_ratio: 1000,
+            max_ratio: u64::MAX,
         }
     }
 }
@@ -259,10 +261,17 @@ mod tests {
         }
         .check(&seen)
         .is_none());
-        let e = InflateLimits::default()
-            .check(&seen)
-            .unwrap()
-            .error(&Digest::of(b""));
+        assert!(
+            InflateLimits::default().check(&seen).is_none(),
+            "no ratio cap unless asked for"
+        );
+        let e = InflateLimits {
+            max_ratio: 1000,
+            ..InflateLimits::default()
+        }
+        .check(&seen)
+        .unwrap()
+        .error(&Digest::of(b""));
         assert!(
             e.message.contains("ratio of 1028:1, over 1000:1")
                 && e.message.contains("max_compression_ratio"),

@@ -276,7 +276,10 @@ fn gzip_bomb_stops_just_past_the_ratio_floor() {
     let mut h = layer_with(
         LayerEncoding::Gzip,
         Algorithm::Sha256,
-        InflateLimits::default(),
+        InflateLimits {
+            max_ratio: 1000,
+            ..InflateLimits::default()
+        },
     );
     feed_all(&mut h, &blob);
     let o = *h.over_limit().expect("the ratio cap trips");
@@ -299,7 +302,10 @@ fn zstd_bomb_and_size_cap_stop_early() {
     let mut h = layer_with(
         LayerEncoding::Zstd,
         Algorithm::Sha256,
-        InflateLimits::default(),
+        InflateLimits {
+            max_ratio: 1000,
+            ..InflateLimits::default()
+        },
     );
     feed_all(&mut h, &blob);
     let o = *h.over_limit().expect("the ratio cap trips");
