@@ -222,7 +222,7 @@ impl PullOptions {
             None => Platform::host(),
         };
         platform.os_version = self.os_version.clone();
-        let registry_settings = crate::registry::Settings::new(
+        let mut registry_settings = crate::registry::Settings::new(
             self.registries,
             self.ca_file,
             self.certs_dir,
@@ -243,6 +243,7 @@ impl PullOptions {
         if !(1..=100).contains(&self.max_attempts) {
             return Err(Error::invalid("options: max_attempts must be 1 to 100"));
         }
+        registry_settings.max_attempts = self.max_attempts;
         let credentials = match (self.username, self.password, self.token) {
             (None, None, None) => Credentials::Anonymous,
             (None, None, Some(t)) => Credentials::Token(t),

@@ -48,7 +48,10 @@ impl Platform {
     }
 
     pub fn normalized(&self) -> Platform {
-        let (arch, variant) = match (self.architecture.as_str(), self.variant.as_deref()) {
+        // Index entries are matched whatever their case, as containerd does.
+        let architecture = self.architecture.to_ascii_lowercase();
+        let lower_variant = self.variant.as_deref().map(str::to_ascii_lowercase);
+        let (arch, variant) = match (architecture.as_str(), lower_variant.as_deref()) {
             ("x86_64" | "x86-64" | "amd64", v) => ("amd64", v.filter(|v| *v != "v1")),
             ("aarch64" | "arm64", Some("v8") | Some("8") | None) => ("arm64", None),
             ("aarch64" | "arm64", v) => ("arm64", v),
@@ -147,6 +150,24 @@ mod tests {
         assert_eq!(p("linux/arm/v6").rank(&p("linux/arm/v7")), None);
         assert_eq!(p("linux/arm64").rank(&p("linux/arm/v7")), None);
         assert!(Platform::parse("linux").is_err());
+    }
+
+    #[test]
+    fn index_entries_match_whatever_their_case() {
+        let entry = Platform {
+            os: "Linux".into(),
+            architecture: "AMD64".into(),
+            variant: None,
+            os_version: None,
+        };
+        assert!(p("linux/amd64").matches(&entry));
+        let arm = Platform {
+            os: "linux".into(),
+            architecture: "ARM".into(),
+            variant: Some("V7".into()),
+            os_version: None,
+        };
+        assert_eq!(p("linux/arm/v7").rank(&arm), Some(0));
     }
 
     #[test]

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 /// Largest token answer we read; real ones are a few KiB.
 pub const MAX_TOKEN_BODY: usize = 1 << 20;
-/// 429s from a token server we wait out for one token.
+/// 429s from a token server we wait out for one token, at most (fewer when
+/// max_attempts says so).
 const TOKEN_RATE_RETRIES: u32 = 4;
 
 /// Where this host's credentials come from.
@@ -255,7 +256,8 @@ impl Auth {
             let resp = req.send().await.map_err(|e| {
                 super::http::network(&format!("token request to {realm_shown}"), &e)
             })?;
-            if resp.status().as_u16() == 429 && waits < TOKEN_RATE_RETRIES {
+            let max_waits = TOKEN_RATE_RETRIES.min(self.settings.max_attempts - 1);
+            if resp.status().as_u16() == 429 && waits < max_waits {
                 let wait = ratelimit::retry_after(resp.headers());
                 if wait.is_some_and(|w| w > self.settings.max_retry_wait) {
                     break resp;

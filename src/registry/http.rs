@@ -39,6 +39,17 @@ pub fn builder(proxies: &Proxies, hosts: &Hosts) -> reqwest::ClientBuilder {
 
 /// Read a body, failing as soon as it passes `cap` bytes.
 pub async fn read_capped(resp: reqwest::Response, cap: usize) -> Result<Vec<u8>> {
+    read_capped_within(resp, cap, None).await
+}
+
+/// `read_capped`, and a body that sends nothing for `stall` has stalled: a
+/// transient failure, so the caller retries on a fresh connection instead
+/// of waiting out the read timeout.
+pub async fn read_capped_within(
+    resp: reqwest::Response,
+    cap: usize,
+    stall: Option<Duration>,
+) -> Result<Vec<u8>> {
     let url = super::guard::shown(resp.url());
     if resp.content_length().is_some_and(|n| n > cap as u64) {
         return Err(too_big(&url, cap));
@@ -46,7 +57,19 @@ pub async fn read_capped(resp: reqwest::Response, cap: usize) -> Result<Vec<u8>>
     let read = async {
         let mut out = Vec::new();
         let mut body = resp.bytes_stream();
-        while let Some(chunk) = body.next().await {
+        loop {
+            let next = match stall {
+                Some(gap) => tokio::time::timeout(gap, body.next()).await.map_err(|_| {
+                    let mut e = Error::transient(
+                        ErrorKind::Network,
+                        format!("response from {url} stalled: nothing for {}s", gap.as_secs()),
+                    );
+                    e.stall = true;
+                    e
+                })?,
+                None => body.next().await,
+            };
+            let Some(chunk) = next else { break };
             let chunk = chunk.map_err(|e| network(&url, &e))?;
             if out.len() + chunk.len() > cap {
                 return Err(too_big(&url, cap));

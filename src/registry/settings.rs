@@ -59,6 +59,9 @@ pub struct Settings {
     pub max_retry_wait: Duration,
     /// Fetch foreign layers from the URLs their descriptors list.
     pub allow_foreign_layers: bool,
+    /// Requests of one manifest, config or token before giving up
+    /// (max_attempts; blob downloads count theirs in the transfer).
+    pub max_attempts: u32,
     /// From the `proxy` option, or the environment as it was when the
     /// options were checked.
     pub proxies: Proxies,
@@ -76,6 +79,7 @@ impl Default for Settings {
             credential_helpers_dir: None,
             max_retry_wait: DEFAULT_MAX_RETRY_WAIT,
             allow_foreign_layers: false,
+            max_attempts: 5,
             proxies: Proxies::default(),
             hosts: Hosts::default(),
         }
@@ -140,6 +144,7 @@ impl Settings {
             credential_helpers_dir,
             max_retry_wait: Duration::from_secs(max_retry_wait_secs),
             allow_foreign_layers,
+            max_attempts: 5,
             proxies: Proxies::from_option(&network.proxy)?,
             hosts: Hosts::new(network.hosts)?,
         })

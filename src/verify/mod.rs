@@ -277,8 +277,12 @@ fn magic(head: &[u8]) -> Magic {
     }
 }
 
-/// Name what the bytes look like, so "declared gzip, got zstd" is obvious.
+/// Name what the bytes look like, so "declared gzip, got zstd" is obvious;
+/// when they are what was declared, the stream itself is broken.
 fn problem(declared: &str, found: Magic, err: Option<&str>) -> String {
+    if let (("gzip", Magic::Gzip) | ("zstd", Magic::Zstd), Some(e)) = ((declared, &found), err) {
+        return format!("its {declared} stream is corrupt or has trailing data: {e}");
+    }
     let found = match found {
         Magic::Gzip => "gzip (magic 1f 8b)",
         Magic::Zstd => "zstd (magic 28 b5 2f fd)",

@@ -209,7 +209,7 @@ fn gzip_truncated_corrupt_or_trailing_bytes_fail() {
     ] {
         let err = gzip_diff_id(&[&blob, tail]).unwrap_err();
         assert!(
-            err.starts_with("declared gzip but the bytes are gzip"),
+            err.starts_with("its gzip stream is corrupt or has trailing data"),
             "{err}"
         );
     }
