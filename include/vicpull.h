@@ -362,7 +362,8 @@ vic_result vic_log_set(vic_log_callback callback, void *user_data, uint32_t leve
  * OCI layout, created if missing), `platform` ("os/arch[/variant]", default
  * the host), `plain_http` (true, or a list of "host:port" reached over plain
  * HTTP), `username` + `password`, or `token`, `max_concurrent_downloads`
- * (1-64, default 3), `max_attempts` (1-100, default 5), `verify_diff_ids`
+ * (1-64, default 3), `max_attempts` (1-100, default 5; per blob, manifest,
+ * config and token request), `verify_diff_ids`
  * (default true: inflate gzip and zstd layers to check their diffIDs),
  * `max_layer_uncompressed_bytes` (1 MiB to 1 PiB, default 64 GiB) and
  * `max_compression_ratio` (10-1000000, default none): inflating a layer
