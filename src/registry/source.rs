@@ -55,15 +55,21 @@ impl Source {
             registry
         };
         let scheme = if plain_http { "http" } else { "https" };
+        let api = format!("{scheme}://{host}/v2/{repository}/");
+        // Compared with answers' final URLs, so written as the URL type
+        // writes origins (lower case, no default port).
+        let origin = reqwest::Url::parse(&api)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_else(|_| format!("{scheme}://{host}"));
         let creds = match credentials {
             Credentials::Anonymous => CredSource::DockerConfig(registry.to_string()),
             given => CredSource::Given(given),
         };
         Ok(Source {
             name: format!("registry {registry}"),
-            api: format!("{scheme}://{host}/v2/{repository}/"),
+            api,
             query: None,
-            origin: format!("{scheme}://{host}"),
+            origin,
             http: tls::client_for(settings, host)?,
             auth: Auth::new(creds, settings.clone(), repository),
             gate: ratelimit::gate(host),
@@ -102,12 +108,14 @@ impl Source {
     }
 
     /// GET `path` under the repository. A 401 is answered once with fresh
-    /// credentials. A 429 (or 503 with Retry-After) pauses the host's gate;
-    /// with `wait` the pause is waited out here, up to the configured
-    /// longest wait, else it comes back as a transient RateLimited error
-    /// whose `retry_after` is the pause, for a caller with its own retry
-    /// loop (blob transfers, which report the wait as progress). Mirrors do
-    /// not wait at all: the next source is asked instead.
+    /// credentials; one from another origin (storage a redirect led to) is
+    /// not ours to answer and comes back as is. A 429 (or 503 with
+    /// Retry-After) pauses the host's gate; with `wait` the pause is waited
+    /// out here, up to the configured longest wait, else it comes back as
+    /// a transient RateLimited error whose `retry_after` is the pause, for a
+    /// caller with its own retry loop (blob transfers, which report the
+    /// wait as progress). Mirrors do not wait at all: the next source is
+    /// asked instead.
     pub async fn get(
         &self,
         path: &str,
@@ -115,11 +123,11 @@ impl Source {
         what: &str,
         wait: bool,
     ) -> Result<Response> {
-        let url = match &self.query {
+        let mut url = match &self.query {
             Some(q) => format!("{}{path}?{q}", self.api),
             None => format!("{}{path}", self.api),
         };
-        let mut renewed = false;
+        let (mut renewed, mut rehomed) = (false, false);
         let mut waits = 0;
         loop {
             self.gate.wait().await;
@@ -133,7 +141,19 @@ impl Source {
             }
             let resp = req.send().await.map_err(|e| http::network(what, &e))?;
             let status = resp.status();
-            if status == StatusCode::UNAUTHORIZED && !renewed {
+            let home = self.at_origin(resp.url());
+            // Redirected away and back to our origin: the client dropped
+            // Authorization on the hop out and never adds it back (Go's
+            // does), so ask that final URL directly, once, with it.
+            let moved = || reqwest::Url::parse(&url).map_or(true, |u| &u != resp.url());
+            if status == StatusCode::UNAUTHORIZED && home && !rehomed && moved() {
+                rehomed = true;
+                url = resp.url().to_string();
+                if sent.is_some() {
+                    continue;
+                }
+            }
+            if status == StatusCode::UNAUTHORIZED && home && !renewed {
                 renewed = true;
                 self.auth
                     .on_unauthorized(resp.headers(), sent.as_deref(), what)
@@ -186,9 +206,11 @@ impl Source {
     /// redirect led to (another origin) that refuses us has most likely
     /// expired its signed URL: transient, so the next attempt asks the
     /// registry for a fresh one.
+    ///
+    /// Its 401 or 403 is Registry, not Auth: our credentials never went
+    /// there, and what it refused is a URL the registry handed out.
     pub async fn fail_blob(&self, resp: Response, what: &str) -> Error {
-        let off_origin = resp.url().origin().ascii_serialization() != self.origin;
-        if off_origin && resp.status().is_client_error() {
+        if !self.at_origin(resp.url()) && resp.status().is_client_error() {
             let e = Error::transient(
                 ErrorKind::Registry,
                 format!(
@@ -200,6 +222,11 @@ impl Source {
             return e;
         }
         fail(resp, what).await
+    }
+
+    /// Whether `u` is on this source's own origin (scheme, host, port).
+    fn at_origin(&self, u: &reqwest::Url) -> bool {
+        u.origin().ascii_serialization() == self.origin
     }
 }
 

@@ -358,6 +358,9 @@ async fn attempt_once(
             }
         }
     }
+    if let Some(e) = announced_wrong_size(req, &resp) {
+        return Ok((parts, Err(e)));
+    }
     let total = req.size;
     let mut size = parts.hasher.size();
     t.state.send_replace(State::Downloading {
@@ -483,6 +486,33 @@ impl Window {
         let want = self.limit.bytes_per_sec as f64 * self.limit.window.as_secs_f64();
         ((bytes - self.start_bytes) as f64) < want
     }
+}
+
+/// A whole answer (200) whose Content-Length, or a range (206) whose
+/// Content-Range total, is not the descriptor's size carries another blob
+/// (or a server's error page), not one that will be cut short: it fails as
+/// a mismatch before a byte is read, so it is neither resumed nor written.
+fn announced_wrong_size(req: &Request, resp: &reqwest::Response) -> Option<Error> {
+    let (announced, by) = match resp.status() {
+        StatusCode::PARTIAL_CONTENT => (content_range_total(resp)?, "Content-Range total"),
+        _ => (resp.content_length()?, "Content-Length"),
+    };
+    (announced != req.size).then(|| {
+        Error::new(
+            ErrorKind::DigestMismatch,
+            format!(
+                "size mismatch for blob {}: expected {} bytes, the server announced {announced} \
+                 ({by})",
+                req.digest, req.size
+            ),
+        )
+    })
+}
+
+/// The total of `Content-Range: bytes a-b/total`; none when it is `*`.
+fn content_range_total(resp: &reqwest::Response) -> Option<u64> {
+    let v = resp.headers().get(CONTENT_RANGE)?.to_str().ok()?;
+    v.rsplit('/').next()?.trim().parse().ok()
 }
 
 fn content_range_start(resp: &reqwest::Response) -> Option<u64> {
