@@ -250,7 +250,7 @@ impl Client {
             let src = &self.sources[i];
             let resp = src.get(&format!("blobs/{digest}"), &[], what, true).await?;
             if !resp.status().is_success() {
-                return Err(source::fail(resp, what).await);
+                return Err(src.fail_blob(resp, what).await);
             }
             let bytes = http::read_capped(resp, MAX_CONFIG_BYTES).await?;
             let got = Digest::of_with(digest.algorithm(), &bytes);
