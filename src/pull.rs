@@ -184,9 +184,14 @@ async fn run(
         ));
     }
 
-    // Verified already; stored before the layers so a layer that is the
-    // same blob (an artifact's config and content) is not fetched again.
-    store.put_blob(&config_digest, &config)?;
+    // A layer that is the config's blob (an artifact's config and content)
+    // must not be fetched again: store the verified config first. Otherwise
+    // the config waits until every layer verified, so a failed pull leaves
+    // nothing of the image but layer blobs.
+    let config_is_layer = image.layers.iter().any(|l| l.digest == image.config.digest);
+    if config_is_layer {
+        store.put_blob(&config_digest, &config)?;
+    }
     let plan = layers::Plan::new(&image.layers, &diff_ids, o, pull_id)?;
     let (layers, account) = plan
         .fetch(
@@ -203,6 +208,9 @@ async fn run(
     // The image becomes visible only now that every layer verified.
     // The registry's manifest is kept too; the layout names the OCI form.
     let previous = store.ref_digest(&shown)?;
+    if !config_is_layer {
+        store.put_blob(&config_digest, &config)?;
+    }
     store.put_blob(&image_digest, &image_bytes)?;
     let (stored_digest, stored_type) = match manifest::as_oci(&image) {
         Some(oci) => {

@@ -1657,7 +1657,8 @@ fn v90_s15_gzip_with_trailing_zero_padding() {
     assert_eq!(out.code, vic_result::Unsupported, "{}", out.message);
     assert!(out.message.contains(&d), "{}", out.message);
     assert!(
-        out.message.contains("gzip stream is corrupt or has trailing data"),
+        out.message
+            .contains("gzip stream is corrupt or has trailing data"),
         "{}",
         out.message
     );
@@ -2056,7 +2057,11 @@ fn v123_s20_blob_answered_with_another_blob() {
     let (out, _) = capi::pull(options(&env, "fx/app:1"));
     assert_eq!(out.code, vic_result::DigestMismatch, "{}", out.message);
     assert!(out.message.contains(l2.digest()), "{}", out.message);
-    let sizes = format!("expected {} bytes, the server announced {}", l2.size(), l1.size());
+    let sizes = format!(
+        "expected {} bytes, the server announced {}",
+        l2.size(),
+        l1.size()
+    );
     assert!(out.message.contains(&sizes), "{}", out.message);
     assert!(env.proxy.count_gets(l2.digest()) <= 5);
     assert!(!has_blob(env.store(), &pushed.layers[1].digest));

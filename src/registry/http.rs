@@ -62,7 +62,10 @@ pub async fn read_capped_within(
                 Some(gap) => tokio::time::timeout(gap, body.next()).await.map_err(|_| {
                     let mut e = Error::transient(
                         ErrorKind::Network,
-                        format!("response from {url} stalled: nothing for {}s", gap.as_secs()),
+                        format!(
+                            "response from {url} stalled: nothing for {}s",
+                            gap.as_secs()
+                        ),
                     );
                     e.stall = true;
                     e

@@ -27,8 +27,8 @@ use std::sync::{Arc, Mutex};
 
 pub use settings::Settings;
 
-/// Tries for a manifest or config from the registry when it fails transiently.
-const SMALL_ATTEMPTS: u32 = 3;
+/// The pause before retrying a manifest or config, times the attempt
+/// (max_attempts tries in all).
 const SMALL_BACKOFF: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Foreign URLs tried per layer; more are ignored.
@@ -51,6 +51,9 @@ pub struct Client {
     settings: Arc<Settings>,
     /// The last RateLimit-Remaining a source sent, as sent.
     rate_remaining: Mutex<Option<String>>,
+    /// A manifest or config body that sends nothing for this long has
+    /// stalled (low_speed_time_secs, unless low_speed_limit is 0).
+    stall: Option<std::time::Duration>,
 }
 
 /// A blob answer we can stream: the whole blob or the asked-for range.
@@ -112,6 +115,7 @@ impl Client {
             foreign: Mutex::new(HashMap::new()),
             settings,
             rate_remaining: Mutex::new(None),
+            stall: (o.low_speed.bytes_per_sec > 0).then_some(o.low_speed.window),
         })
     }
 
@@ -164,7 +168,7 @@ impl Client {
         let mut attempt = 1;
         loop {
             match f(last).await {
-                Err(e) if e.transient && attempt < SMALL_ATTEMPTS => {
+                Err(e) if e.transient && attempt < self.settings.max_attempts => {
                     log::info!("{what}: {e}; attempt {} shortly", attempt + 1);
                     tokio::time::sleep(SMALL_BACKOFF * attempt).await;
                     attempt += 1;
@@ -209,7 +213,7 @@ impl Client {
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| Digest::parse(v.trim()).ok());
-        let bytes = http::read_capped(resp, MAX_MANIFEST_BYTES).await?;
+        let bytes = http::read_capped_within(resp, MAX_MANIFEST_BYTES, self.stall).await?;
         // Each digest is checked in its own algorithm: a registry may name
         // the body by sha256 in its header when it was asked for sha512.
         let mismatch = |want: &Digest, by: &str| {
@@ -252,7 +256,7 @@ impl Client {
             if !resp.status().is_success() {
                 return Err(src.fail_blob(resp, what).await);
             }
-            let bytes = http::read_capped(resp, MAX_CONFIG_BYTES).await?;
+            let bytes = http::read_capped_within(resp, MAX_CONFIG_BYTES, self.stall).await?;
             let got = Digest::of_with(digest.algorithm(), &bytes);
             if got != *digest {
                 return Err(Error::new(
