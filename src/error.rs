@@ -87,8 +87,10 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// Text a registry sent, made safe to print: control characters (which
-/// could clear a terminal or forge lines) become `\u{..}` escapes.
+/// could clear a terminal or forge lines) become `\u{..}` escapes, and
+/// secrets it echoes back (our Authorization header) become `***`.
 pub fn printable(text: &str) -> String {
+    let text = &crate::secrets::scrub(text);
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if c.is_control() {

@@ -13,6 +13,7 @@ pub mod pull;
 pub mod reference;
 pub mod registry;
 pub mod runtime;
+pub mod secrets;
 pub mod store;
 pub mod transfer;
 pub mod verify;

@@ -192,6 +192,9 @@ impl std::fmt::Debug for Credentials {
 
 impl PullOptions {
     pub fn from_json(json: &str) -> Result<PullOptions> {
+        if !json.trim_start().starts_with('{') {
+            return Err(Error::invalid("options: must be a JSON object"));
+        }
         // The path names the offending key ("max_attempts: invalid type").
         let de = &mut serde_json::Deserializer::from_str(json);
         let opts: PullOptions = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
@@ -319,6 +322,10 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_types_are_errors() {
+        for not_object in ["[]", "\"x\"", "1", "null"] {
+            let e = PullOptions::from_json(not_object).unwrap_err();
+            assert_eq!(e.message, "options: must be a JSON object", "{not_object}");
+        }
         let e = PullOptions::from_json(r#"{"reference":"a","store":"/s","bogus":1}"#);
         assert!(e.unwrap_err().message.contains("unknown field `bogus`"));
         let e = PullOptions::from_json(r#"{"reference":"a","store":"/s","max_attempts":"x"}"#);

@@ -274,3 +274,64 @@ fn docker_config_registry_token_is_sent_as_is() {
     assert_eq!(out.code, vic_result::Ok, "{}", out.message);
     assert_no_secret(&outcome_text(&out, &events));
 }
+
+#[test]
+fn secrets_echoed_back_by_a_server_are_scrubbed() {
+    // A registry and a token server that quote the Authorization header they got in their
+    // error text: what reaches the error and the logs must not carry it.
+    capture_logs();
+    let echo = |r: &vicpull_testkit::StubRequest| {
+        let sent = r.header("authorization").unwrap_or("none").to_string();
+        let body = json!({"errors": [{"code": "UNAUTHORIZED", "message": format!("nope {sent}")}]});
+        Reply::json(401, &body).header("WWW-Authenticate", "Basic realm=\"echo\"")
+    };
+    let reg = Stub::start("127.0.0.1", echo);
+    let store = TempDir::new("vicpull-store");
+    let o = json!({
+        "reference": format!("{}/fx/app:1", reg.addr()),
+        "store": store.path(),
+        "plain_http": true,
+        "docker_config": false,
+        "username": "u1",
+        "password": SECRET,
+    });
+    let (out, events) = capi::pull(o);
+    assert_eq!(out.code, vic_result::Auth, "{}", out.message);
+    assert!(
+        out.message.contains("nope"),
+        "the registry's text is kept: {}",
+        out.message
+    );
+    assert_no_secret(&outcome_text(&out, &events));
+
+    // The same through a token realm that echoes the Basic header it was sent.
+    let realm = Stub::start("127.0.0.1", move |r| {
+        let sent = r.header("authorization").unwrap_or("none").to_string();
+        Reply::json(
+            401,
+            &json!({"errors": [{"code": "DENIED", "message": sent}]}),
+        )
+    });
+    let challenge = format!(
+        "Bearer realm=\"{}/token\",service=\"echo\",scope=\"repository:fx/app:pull\"",
+        realm.url()
+    );
+    let reg = Stub::start("127.0.0.1", move |_| {
+        Reply::new(401).header("WWW-Authenticate", &challenge)
+    });
+    let mut o2 = json!({
+        "reference": format!("{}/fx/app:1", reg.addr()),
+        "store": store.path(),
+        "plain_http": true,
+        "docker_config": false,
+        "username": "u1",
+        "password": SECRET,
+    });
+    o2["max_attempts"] = 1.into();
+    let (out, events) = capi::pull(o2);
+    assert_eq!(out.code, vic_result::Auth, "{}", out.message);
+    assert_no_secret(&outcome_text(&out, &events));
+    for line in log_lines() {
+        assert_no_secret(&line);
+    }
+}

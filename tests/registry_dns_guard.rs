@@ -152,6 +152,9 @@ fn dns_guard_bad_hosts_entries_are_invalid_arguments() {
         json!({"r.test:5000": "127.0.0.1"}),
         json!({"r.test": []}),
         json!({"r.test": 5}),
+        json!({"r.test": "0.0.0.0"}),
+        json!({"r.test": "::"}),
+        json!({"r.test": "224.0.0.1"}),
     ] {
         let mut o = options(&env, "fx/app:1");
         o["hosts"] = hosts.clone();

@@ -117,7 +117,15 @@ impl Auth {
                 }
             }
         });
-        Ok(found.await?.clone())
+        let found = found.await?.clone();
+        match &found {
+            Some(Found::Basic { username, password }) => {
+                crate::secrets::remember_basic(username, password)
+            }
+            Some(Found::Bearer(t) | Found::Identity(t)) => crate::secrets::remember(t),
+            None => {}
+        }
+        Ok(found)
     }
 
     /// Answer a 401. `sent` is the Authorization the failed request carried,
@@ -313,6 +321,7 @@ impl Auth {
             "auth: token for {what} from {realm_shown}, valid {}s",
             lifetime.as_secs()
         );
+        crate::secrets::remember(&token);
         Ok(Current {
             header: format!("Bearer {token}"),
             expires: Some(Instant::now() + lifetime),
@@ -333,7 +342,7 @@ fn basic_header(user: &str, pass: &str) -> String {
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-fn base64(data: &[u8]) -> String {
+pub(crate) fn base64(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
         let b = [

@@ -54,6 +54,12 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     let compat = s[..6].iter().all(|x| *x == 0);
     let nat64 = s[0] == 0x64 && s[1] == 0xff9b && s[2..6].iter().all(|x| *x == 0);
+    if s[0] == 0x2002 {
+        // 6to4 (2002:AABB:CCDD::/48) carries the IPv4 address up front.
+        let [a, b] = s[1].to_be_bytes();
+        let [c, d] = s[2].to_be_bytes();
+        return Some(Ipv4Addr::new(a, b, c, d));
+    }
     (compat || nat64).then_some(tail)
 }
 
@@ -94,6 +100,7 @@ mod tests {
             "http://[::ffff:169.254.169.254]/x",
             "http://[::169.254.169.254]/x",
             "http://[64:ff9b::a9fe:a9fe]/x",
+            "http://[2002:a9fe:a9fe::1]/x",
             "http://100.100.100.200/x",
             "http://metadata.google.internal/computeMetadata/v1/",
             "http://METADATA.GOOGLE.INTERNAL./x",

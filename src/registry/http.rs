@@ -164,6 +164,11 @@ pub fn status_error(status: StatusCode, headers: &HeaderMap, body: &[u8], what: 
     };
     match status.as_u16() {
         401 | 403 => Error::new(ErrorKind::Auth, text),
+        // Only a proxy answers 407: its credentials go in the proxy URL.
+        407 => Error::new(
+            ErrorKind::Auth,
+            format!("{text}: the HTTP proxy wants credentials (proxy URL user:password)"),
+        ),
         404 => Error::new(ErrorKind::NotFound, text),
         429 => {
             let wait = retry_after(headers);

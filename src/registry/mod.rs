@@ -2,7 +2,7 @@
 //! distribution API, with auth, rate limits and mirrors handled here so
 //! callers see one source that either answers or fails clearly.
 
-mod auth;
+pub(crate) mod auth;
 pub mod challenge;
 mod dockerconfig;
 mod foreign;
@@ -182,7 +182,9 @@ impl Client {
     /// `expected`, the body must hash to it; a mirror that fails that is
     /// skipped. A Docker-Content-Digest header is held to the body too.
     pub async fn manifest(&self, reference: &str, expected: Option<&Digest>) -> Result<Fetched> {
-        let what = format!("manifest {}:{reference}", self.repository);
+        // Tags join with ':', digests (`sha256:...`) with '@'.
+        let sep = if reference.contains(':') { '@' } else { ':' };
+        let what = format!("manifest {}{sep}{reference}", self.repository);
         self.each_source(&what, |i| self.manifest_from(i, reference, expected, &what))
             .await
     }

@@ -88,6 +88,9 @@ impl ProxyUrl {
         if !matches!(u.path(), "" | "/") || u.query().is_some() || u.fragment().is_some() {
             return Err("a proxy URL has no path, query or fragment".into());
         }
+        if let Some(p) = u.password() {
+            crate::secrets::remember_basic(&percent_decode(u.username()), &percent_decode(p));
+        }
         Ok(ProxyUrl(u))
     }
 
@@ -119,6 +122,30 @@ impl std::fmt::Debug for ProxyUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.shown())
     }
+}
+
+/// `%XX` escapes of a URL's user or password decoded, as they go into
+/// Proxy-Authorization.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `raw` with anything before an `@` in its authority hidden, for errors
@@ -176,6 +203,8 @@ impl Bypass {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(Bypass::Domain(ip.to_string(), port));
         }
+        // `*.example.com` as Go (so docker and skopeo) reads it: the domain.
+        let host = host.strip_prefix("*.").unwrap_or(host);
         let name = host.trim_start_matches('.').trim_end_matches('.');
         if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '/') {
             return Err(format!("{entry:?} is not a host name"));
@@ -399,7 +428,7 @@ mod tests {
             ("all_proxy", "https://all:3"),
             (
                 "no_proxy",
-                "skip.test, .corp, 10.0.0.0/8, ::1, reg.test:5000",
+                "skip.test, .corp, 10.0.0.0/8, ::1, reg.test:5000, *.star.test",
             ),
         ])
         .unwrap();
@@ -419,6 +448,7 @@ mod tests {
             "http://10.1.2.3:5000/",
             "http://[::1]:80/",
             "http://reg.test:5000/",
+            "http://registry.star.test/",
         ] {
             assert_eq!(shown(&p, direct), None, "{direct}");
         }

@@ -59,6 +59,9 @@ impl Hosts {
                 let ip = bare
                     .parse::<IpAddr>()
                     .map_err(|_| bad(&format!("{t:?} is not an IP address")))?;
+                if ip.is_unspecified() || ip.is_multicast() {
+                    return Err(bad(&format!("{t:?} is not a host's address")));
+                }
                 ips.push(ip);
             }
             out.insert(key, ips);

@@ -280,6 +280,14 @@ fn magic(head: &[u8]) -> Magic {
 /// Name what the bytes look like, so "declared gzip, got zstd" is obvious;
 /// when they are what was declared, the stream itself is broken.
 fn problem(declared: &str, found: Magic, err: Option<&str>) -> String {
+    if let (("zstd", Magic::Zstd), Some(e)) = ((declared, &found), err) {
+        if e.contains("too much memory") {
+            return format!(
+                "its zstd frames need a window larger than the decoder's 128 MiB limit \
+                 (made with zstd --long?): {e}"
+            );
+        }
+    }
     if let (("gzip", Magic::Gzip) | ("zstd", Magic::Zstd), Some(e)) = ((declared, &found), err) {
         return format!("its {declared} stream is corrupt or has trailing data: {e}");
     }
