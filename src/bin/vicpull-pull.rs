@@ -20,7 +20,16 @@ fn usage() -> ! {
 /// The options JSON and whether to print the result.
 fn parse_args() -> (String, bool) {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() == 1 && args[0].trim_start().starts_with('{') {
+    if args
+        .first()
+        .is_some_and(|a| a.trim_start().starts_with('{'))
+    {
+        if args.len() > 1 {
+            eprintln!(
+                "vicpull-pull: OPTIONS_JSON takes no other argument (it always prints the result)"
+            );
+            usage();
+        }
         return (args[0].clone(), true);
     }
     let mut opts = serde_json::Map::new();
