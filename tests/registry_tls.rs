@@ -142,6 +142,13 @@ impl Tls {
 
     /// With `access_log`, the registry writes one combined-format line per request.
     fn start_logged(pki: &Pki, mutual: bool, access_log: bool) -> Tls {
+        let client_ca = mutual.then(|| pki.path("ca.crt"));
+        let (crt, key) = (pki.path("server.crt"), pki.path("server.key"));
+        Tls::serving(&crt, &key, client_ca, access_log)
+    }
+
+    /// Serving `crt` with `key`; `client_ca` asks for client certificates it signed.
+    fn serving(crt: &Path, key: &Path, client_ca: Option<PathBuf>, access_log: bool) -> Tls {
         let data = TempDir::new("vicpull-tls-registry");
         let plain = Registry::start_with(RegistryOptions::new().dir(data.path()));
         let spec = ImageSpec::new(vec![Layer::random(48 << 10, 31)]).format(Format::Oci);
@@ -149,9 +156,9 @@ impl Tls {
         let mut o = RegistryOptions::new()
             .dir(data.path())
             .access_log(access_log)
-            .tls(pki.path("server.crt"), pki.path("server.key"));
-        if mutual {
-            o = o.client_ca(pki.path("ca.crt"));
+            .tls(crt.to_path_buf(), key.to_path_buf());
+        if let Some(ca) = client_ca {
+            o = o.client_ca(ca);
         }
         Tls {
             _plain: plain,
@@ -287,4 +294,109 @@ fn registry_tls_speaks_http2_when_the_registry_offers_it() {
     for l in &ours {
         assert!(l.contains("HTTP/2.0"), "not HTTP/2: {l}");
     }
+}
+
+/// A self-signed certificate made with the command of Docker's "deploy a registry" docs,
+/// naming `san`; OpenSSL 3 marks it CA:TRUE, checked here so the tests below test that.
+fn docker_docs_cert(dir: &Path, name: &str, san: &str) -> (PathBuf, PathBuf) {
+    let (key, crt) = (format!("{name}.key"), format!("{name}.crt"));
+    let san = format!("subjectAltName={san}");
+    let docs = format!("req -newkey rsa:4096 -nodes -sha256 -keyout {key} -x509 -days 365");
+    let mut args: Vec<&str> = docs.split_whitespace().collect();
+    args.extend(["-out", &crt, "-subj", "/CN=127.0.0.1", "-addext", &san]);
+    openssl(dir, &args);
+    let text = Command::new("openssl")
+        .current_dir(dir)
+        .args(["x509", "-noout", "-text", "-in", &crt])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("CA:TRUE"), "{text}");
+    (dir.join(crt), dir.join(key))
+}
+
+fn refused_as_ca(out: &capi::Outcome) {
+    assert_eq!(out.code, vic_result::Network, "{}", out.message);
+    assert!(
+        out.message.contains("is a CA certificate") && out.message.contains("ca_file"),
+        "{}",
+        out.message
+    );
+}
+
+#[test]
+fn registry_tls_self_signed_ca_true_cert_trusted_by_ca_file() {
+    let dir = TempDir::new("vicpull-self-signed");
+    let (crt, key) = docker_docs_cert(dir.path(), "domain", "IP:127.0.0.1");
+    let (other, _) = docker_docs_cert(dir.path(), "other", "IP:127.0.0.1");
+    let reg = Tls::serving(&crt, &key, None, true);
+    let host = reg.registry.addr().to_string();
+
+    refused_as_ca(&pull(reg.options()));
+    // Another self-signed certificate for the same address is no trust in this one.
+    let mut o = reg.options();
+    o["ca_file"] = other.display().to_string().into();
+    refused_as_ca(&pull(o));
+
+    let mut o = reg.options();
+    o["ca_file"] = crt.display().to_string().into();
+    let out = pull(o);
+    assert_eq!(out.code, vic_result::Ok, "{}", out.message);
+    // The hand-built TLS setup still offers h2, and Go's server takes it.
+    let log = reg.registry.log();
+    let ours: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"GET /v2/fx/app/"))
+        .collect();
+    assert!(ours.len() >= 3, "manifest, config and layer: {log}");
+    assert!(ours.iter().all(|l| l.contains("HTTP/2.0")), "{log}");
+
+    // Per registry, and as one certificate of a bundle.
+    let mut o = reg.options();
+    o["registries"] = json!({host: {"ca_file": crt}});
+    let out = pull(o);
+    assert_eq!(out.code, vic_result::Ok, "{}", out.message);
+    let bundle = dir.path().join("bundle.crt");
+    let pems = [std::fs::read(&other).unwrap(), std::fs::read(&crt).unwrap()];
+    std::fs::write(&bundle, pems.concat()).unwrap();
+    let mut o = reg.options();
+    o["ca_file"] = bundle.display().to_string().into();
+    let out = pull(o);
+    assert_eq!(out.code, vic_result::Ok, "{}", out.message);
+}
+
+#[test]
+fn registry_tls_self_signed_ca_true_cert_trusted_through_certs_d() {
+    let dir = TempDir::new("vicpull-self-signed");
+    let (crt, key) = docker_docs_cert(dir.path(), "domain", "IP:127.0.0.1");
+    let (other, _) = docker_docs_cert(dir.path(), "other", "IP:127.0.0.1");
+    let reg = Tls::serving(&crt, &key, None, false);
+    let host = reg.registry.addr().to_string();
+    let certs = TempDir::new("vicpull-certs.d");
+    let d = certs.path().join(&host);
+    std::fs::create_dir(&d).unwrap();
+    let mut o = reg.options();
+    o["certs_dir"] = certs.path().display().to_string().into();
+
+    std::fs::copy(&other, d.join("ca.crt")).unwrap();
+    refused_as_ca(&pull(o.clone()));
+    std::fs::copy(&crt, d.join("domain.crt")).unwrap();
+    let out = pull(o);
+    assert_eq!(out.code, vic_result::Ok, "{}", out.message);
+}
+
+#[test]
+fn registry_tls_pinned_ca_true_cert_must_name_the_registry() {
+    let dir = TempDir::new("vicpull-self-signed");
+    let (crt, key) = docker_docs_cert(dir.path(), "elsewhere", "IP:127.0.0.2,DNS:elsewhere.test");
+    let reg = Tls::serving(&crt, &key, None, false);
+    let mut o = reg.options();
+    o["ca_file"] = crt.display().to_string().into();
+    let out = pull(o);
+    assert_eq!(out.code, vic_result::Network, "{}", out.message);
+    assert!(
+        out.message.contains("not valid for name"),
+        "{}",
+        out.message
+    );
 }

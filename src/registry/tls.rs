@@ -1,17 +1,23 @@
-//! TLS per registry host: system roots always, plus extra CA bundles,
-//! client certificates (explicit paths or a certs.d-style directory) and an
+//! TLS per registry host: system roots always, plus extra CA bundles (a
+//! self-signed server certificate given as one is trusted as itself, see
+//! `pinned`), client certificates (explicit paths or a certs.d-style directory) and an
 //! explicit `insecure` switch. Hosts with the same material, proxies and
 //! `hosts` pins share one HTTP client, so connections are still reused
 //! across pulls, and pulls that differ in any of them never share one.
+
+mod pinned;
+mod x509;
 
 use super::http;
 use super::proxy::Proxies;
 use super::resolve::Hosts;
 use super::settings::Settings;
 use crate::error::{Error, ErrorKind, Result};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Largest certificate or key file we read.
 const MAX_PEM: u64 = 1 << 20;
@@ -42,28 +48,91 @@ pub fn client_for(settings: &Settings, host: &str) -> Result<reqwest::Client> {
         return Ok(c.clone());
     }
     let m = &key.0;
-    let mut b = http::builder(&key.1, &key.2);
-    for pem in &m.roots {
-        let certs = reqwest::Certificate::from_pem_bundle(pem)
-            .map_err(|e| tls_error(host, &format!("a CA file is not PEM: {e}")))?;
-        for c in certs {
-            b = b.add_root_certificate(c);
-        }
-    }
-    if let Some(pem) = &m.identity {
-        let id = reqwest::Identity::from_pem(pem)
-            .map_err(|e| tls_error(host, &format!("the client certificate or key: {e}")))?;
-        b = b.identity(id);
-    }
+    let tls = rustls_config(m, host)?;
     if m.insecure {
         log::warn!("registry {host}: TLS certificates are not verified (insecure)");
-        b = b.danger_accept_invalid_certs(true);
     }
+    let b = http::builder(&key.1, &key.2).use_preconfigured_tls(tls);
     let c = b
         .build()
         .map_err(|e| tls_error(host, &format!("cannot build a TLS client: {e}")))?;
     all.insert(key, c.clone());
     Ok(c)
+}
+
+/// reqwest's own rustls setup (system roots, the process's crypto provider
+/// or ring, TLS 1.2 and 1.3, h2 then http/1.1 by ALPN), with the user's CA
+/// files as extra roots and our server certificate checks (`pinned`).
+fn rustls_config(m: &Material, host: &str) -> Result<rustls::ClientConfig> {
+    let cannot =
+        |e: &dyn std::fmt::Display| tls_error(host, &format!("cannot build a TLS client: {e}"));
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+    let (roots, extra) = roots(m, host)?;
+    let verifier = if m.insecure {
+        pinned::Verifier::insecure(provider.clone())
+    } else {
+        pinned::Verifier::new(roots, extra, provider.clone()).map_err(|e| cannot(&e))?
+    };
+    let b = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| cannot(&e))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let mut config = match &m.identity {
+        Some(pem) => {
+            let (certs, key) = identity(pem, host)?;
+            b.with_client_auth_cert(certs, key)
+                .map_err(|e| tls_error(host, &format!("the client certificate or key: {e}")))?
+        }
+        None => b.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The system roots with the user's CA certificates, and those alone.
+fn roots(
+    m: &Material,
+    host: &str,
+) -> Result<(rustls::RootCertStore, Vec<CertificateDer<'static>>)> {
+    let mut extra = Vec::new();
+    for pem in &m.roots {
+        for c in CertificateDer::pem_slice_iter(pem) {
+            extra.push(c.map_err(|e| tls_error(host, &format!("a CA file is not PEM: {e}")))?);
+        }
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    // System stores often hold a certificate webpki cannot parse: skip it.
+    for c in rustls_native_certs::load_native_certs().certs {
+        if let Err(e) = roots.add(c) {
+            log::debug!("a system root certificate is skipped: {e}");
+        }
+    }
+    for c in &extra {
+        roots
+            .add(c.clone())
+            .map_err(|e| tls_error(host, &format!("a CA certificate is not usable: {e}")))?;
+    }
+    Ok((roots, extra))
+}
+
+/// The client certificate chain and key from one PEM text.
+fn identity(
+    pem: &[u8],
+    host: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let bad = |why: &str| tls_error(host, &format!("the client certificate or key: {why}"));
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| bad(&e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("no certificate"));
+    }
+    let key =
+        PrivateKeyDer::from_pem_slice(pem).map_err(|e| bad(&format!("no private key: {e}")))?;
+    Ok((certs, key))
 }
 
 fn material(settings: &Settings, host: &str) -> Result<Material> {
