@@ -1,8 +1,7 @@
 //! Gzip through flate2 and zlib-rs: pure Rust, the default backend.
 
-use super::limits::TarSink;
+use super::limits::{write_through, TarSink};
 use flate2::write::MultiGzDecoder;
-use std::io::Write;
 
 pub(super) struct Gunzip(MultiGzDecoder<TarSink>);
 
@@ -13,16 +12,8 @@ impl Gunzip {
 
     /// Inflate `chunk` into the sink, telling it how much input each call
     /// consumed (see `TarSink::feed`).
-    pub(super) fn write_all(&mut self, mut chunk: &[u8]) -> Result<(), String> {
-        while !chunk.is_empty() {
-            let n = self.0.write(chunk).map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Err("gzip stream takes no more input".to_string());
-            }
-            self.0.get_mut().feed(n);
-            chunk = &chunk[n..];
-        }
-        Ok(())
+    pub(super) fn write_all(&mut self, chunk: &[u8]) -> Result<(), String> {
+        write_through(&mut self.0, |d| d.get_mut(), chunk, "gzip")
     }
 
     pub(super) fn sink(&self) -> &TarSink {

@@ -208,6 +208,26 @@ impl Write for TarSink {
     }
 }
 
+/// Write `chunk` whole through a streaming `decoder` whose sink is a
+/// `TarSink`, telling the sink how much input each write consumed, so the
+/// ratio it checks is exact.
+pub(super) fn write_through<D: Write>(
+    decoder: &mut D,
+    sink: impl Fn(&mut D) -> &mut TarSink,
+    mut chunk: &[u8],
+    format: &str,
+) -> Result<(), String> {
+    while !chunk.is_empty() {
+        let n = decoder.write(chunk).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err(format!("{format} stream takes no more input"));
+        }
+        sink(decoder).feed(n);
+        chunk = &chunk[n..];
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,7 @@
 //! Zstd through libzstd's streaming decoder. Every frame of the stream is
 //! decoded, as for multi-member gzip, and a truncated frame is an error.
 
-use super::limits::TarSink;
-use std::io::Write;
+use super::limits::{write_through, TarSink};
 use zstd::stream::write::Decoder;
 
 pub(super) struct Unzstd(Box<Decoder<'static, TarSink>>);
@@ -17,16 +16,8 @@ impl Unzstd {
 
     /// Inflate `chunk` into the sink, telling it how much input each call
     /// consumed (see `TarSink::feed`).
-    pub(super) fn write_all(&mut self, mut chunk: &[u8]) -> Result<(), String> {
-        while !chunk.is_empty() {
-            let n = self.0.write(chunk).map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Err("zstd stream takes no more input".to_string());
-            }
-            self.0.get_mut().feed(n);
-            chunk = &chunk[n..];
-        }
-        Ok(())
+    pub(super) fn write_all(&mut self, chunk: &[u8]) -> Result<(), String> {
+        write_through(&mut self.0, |d| d.get_mut(), chunk, "zstd")
     }
 
     pub(super) fn sink(&self) -> &TarSink {
