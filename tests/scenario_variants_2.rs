@@ -1298,3 +1298,70 @@ fn w36_s20_config_size_one_byte_short() {
     );
     assert!(!has_blob(env.store(), &pushed.config_digest));
 }
+
+// S05: the storage host answers 403 to the resume (its signed URL expired): the client asks
+// the registry for a fresh Location and completes, resuming rather than restarting.
+#[test]
+fn w37_s05_storage_403_on_resume_gets_fresh_url() {
+    let (env, spec, cdn) = storage_env(410, |n, r, b| {
+        if r.header("range").is_some() && n == 1 {
+            return Reply::new(403).body("Request has expired");
+        }
+        let reply = serve_range(r, b);
+        if n == 0 && b.len() > 100_000 {
+            reply.cut_after(300_000)
+        } else {
+            reply
+        }
+    });
+    let (out, _) = capi::pull(options(&env, "fx/app:1"));
+    assert_eq!(out.code, vic_result::Ok, "{}", out.message);
+    let big = spec.layers[1].digest();
+    assert!(env.proxy.count_gets(big) >= 2, "no fresh Location asked");
+    assert!(cdn.requests().len() <= 6, "{}", cdn.requests().len());
+    assert_blobs_verify(env.store());
+}
+
+// S12/S20: an index entry declares size 0 for its child manifest: refused, as containerd
+// checks the size of what a descriptor names.
+#[test]
+fn w38_s12_index_child_size_zero() {
+    let env = Env::new();
+    let kids = index_with(
+        &env,
+        "1",
+        vec![(child(412), Platform::new("linux", "amd64"))],
+        |d| d["manifests"][0]["size"] = 0.into(),
+    );
+    let out = pull_platform(&env, "1", "linux/amd64");
+    assert_ne!(out.code, vic_result::Ok, "child size mismatch accepted");
+    assert!(out.message.contains(&kids[0]), "{}", out.message);
+    registry_kit::assert_nothing_written(env.store());
+}
+
+// S20: a layer declared one byte shorter than its blob: refused naming the layer.
+#[test]
+fn w39_s20_layer_size_one_byte_short() {
+    let env = Env::new();
+    let pushed = env.push(
+        "fx/app",
+        "1",
+        &ImageSpec::new(vec![Layer::random(50 << 10, 414)]),
+    );
+    let mut m: Value = serde_json::from_slice(&pushed.manifest_bytes).unwrap();
+    let real = m["layers"][0]["size"].as_u64().unwrap();
+    m["layers"][0]["size"] = (real - 1).into();
+    put_manifest(
+        env.registry.addr(),
+        "fx/app",
+        "s1",
+        &pushed.manifest_media_type,
+        &serde_json::to_vec(&m).unwrap(),
+    );
+    let (out, _) = capi::pull(options(&env, "fx/app:s1"));
+    assert_ne!(out.code, vic_result::Ok, "layer size mismatch accepted");
+    let d = &pushed.layers[0].digest;
+    assert!(out.message.contains(d.as_str()), "{}", out.message);
+    assert!(!has_blob(env.store(), d));
+    no_temp_files(env.store());
+}
