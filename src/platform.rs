@@ -88,10 +88,13 @@ impl Platform {
         if want.os != have.os || want.architecture != have.architecture {
             return None;
         }
-        let mut rank = if want.variant == have.variant {
+        let (w, h) = (want.variant.as_deref(), have.variant.as_deref());
+        let mut rank = if w == h {
             0
+        } else if want.architecture == "arm64" {
+            arm64_fallback(w, h)?
         } else {
-            arm_fallback(want.variant.as_deref(), have.variant.as_deref())?
+            arm_fallback(w, h)?
         };
         if want.os == "windows" {
             match (&want.os_version, &have.os_version) {
@@ -109,6 +112,25 @@ fn arm_fallback(want: Option<&str>, have: Option<&str>) -> Option<u32> {
     let level = |v: Option<&str>| v?.strip_prefix('v')?.parse::<u32>().ok();
     let (w, h) = (level(want)?, level(have)?);
     (h < w && (5..=7).contains(&h) && w <= 8).then(|| w - h)
+}
+
+/// arm64 runs older variants as containerd's matcher says: v8.x takes
+/// v8.0 to v8.x, v9.x also takes v8.0 to v8.(x+5); nearer first. No
+/// variant means v8.0.
+fn arm64_fallback(want: Option<&str>, have: Option<&str>) -> Option<u32> {
+    let level = |v: Option<&str>| -> Option<(u32, u32)> {
+        let Some(v) = v else { return Some((8, 0)) };
+        let v = v.strip_prefix('v').unwrap_or(v);
+        let (major, minor) = v.split_once('.').unwrap_or((v, "0"));
+        Some((major.parse().ok()?, minor.parse().ok()?))
+    };
+    let (w, h) = (level(want)?, level(have)?);
+    let fits = match (w.0, h.0) {
+        (a, b) if a == b => h.1 <= w.1,
+        (9, 8) => h.1 <= w.1 + 5,
+        _ => false,
+    };
+    fits.then(|| 1 + (w.0 * 10 + w.1).saturating_sub(h.0 * 10 + h.1))
 }
 
 fn windows_build(v: &str) -> Option<&str> {
@@ -150,6 +172,17 @@ mod tests {
         assert_eq!(p("linux/arm/v6").rank(&p("linux/arm/v7")), None);
         assert_eq!(p("linux/arm64").rank(&p("linux/arm/v7")), None);
         assert!(Platform::parse("linux").is_err());
+    }
+
+    #[test]
+    fn arm64_takes_older_variants_like_containerd() {
+        assert!(p("linux/arm64/v9").matches(&p("linux/arm64")));
+        assert!(p("linux/arm64/v8.2").matches(&p("linux/arm64/v8")));
+        assert!(p("linux/arm64/v8.2").matches(&p("linux/arm64/v8.1")));
+        assert!(!p("linux/arm64/v8.1").matches(&p("linux/arm64/v8.2")));
+        assert!(!p("linux/arm64").matches(&p("linux/arm64/v9")));
+        let nearer = p("linux/arm64/v9").rank(&p("linux/arm64/v8.4"));
+        assert!(nearer < p("linux/arm64/v9").rank(&p("linux/arm64")));
     }
 
     #[test]

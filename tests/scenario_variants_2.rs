@@ -1,7 +1,7 @@
 //! Second round of variant probes on the pull scenarios (pull-scenarios.md S01-S20, not S21),
 //! named `wNN_<scenario>_<case>`: cases tests/scenario_variants.rs does not cover. Each
-//! asserts what docker / containerd / skopeo users would expect; probes that fail against
-//! the product carry `#[ignore = "finding: ..."]`.
+//! asserts what docker / containerd / skopeo users would expect. The 5 that failed when
+//! written (w03, w11, w30, w34, w36) were fixed in the product.
 
 mod common;
 mod registry_kit;
@@ -214,8 +214,6 @@ fn w02_s05_storage_ignores_range_on_resume() {
 // S05: the storage host answers 416 to every Range request after a cut: the client starts
 // over from 0 (no Range) rather than failing or looping.
 #[test]
-#[ignore = "finding: a 416 from cross-origin storage is taken for an expired signed URL \
-            (transient), so the restart-without-Range path never runs; pull fails Registry"]
 fn w03_s05_storage_416_on_resume() {
     let (env, spec, cdn) = storage_env(212, |n, r, b| {
         if r.header("range").is_some() {
@@ -527,8 +525,6 @@ fn w10_s13_linux_entry_with_os_version() {
 // S13: `linux/arm64/v9` runs arm64/v8 code: takes the v8 entry (containerd's arm64 rule),
 // never the amd64 one.
 #[test]
-#[ignore = "finding: linux/arm64/v9 matches no arm64 entry (NotFound); containerd's \
-            matcher takes arm64/v8 for v9"]
 fn w11_s13_arm64_v9_takes_v8() {
     let env = Env::new();
     let kids = index_with(
@@ -1100,8 +1096,6 @@ fn w29_s05_same_origin_416_on_resume_restarts() {
 
 // S13: `linux/arm64/v8.2` (a CPU feature level) runs plain arm64 (v8) images.
 #[test]
-#[ignore = "finding: linux/arm64/v8.2 matches no arm64 entry (NotFound); containerd takes \
-            arm64/v8.{0..2}"]
 fn w30_s13_arm64_v8_2_takes_plain_arm64() {
     let env = Env::new();
     let kids = index_with(
@@ -1207,8 +1201,6 @@ fn w33_s17_empty_gzip_at_both_ends() {
 // S20: the config descriptor says size 0 but the config is not empty: refused naming the
 // config, nothing stored for it.
 #[test]
-#[ignore = "finding: the config's declared size is never checked (registry small_blob): \
-            size 0 for a non-empty config pulls Ok"]
 fn w34_s20_config_size_zero() {
     let env = Env::new();
     let pushed = env.push(
@@ -1271,8 +1263,6 @@ fn w35_s14_blob_503_forever_is_bounded() {
 // S20: the config descriptor says one byte less than the config really is: refused
 // (docker and containerd check the size of every descriptor they fetch).
 #[test]
-#[ignore = "finding: the config's declared size is never checked: a size one byte short \
-            pulls Ok"]
 fn w36_s20_config_size_one_byte_short() {
     let env = Env::new();
     let pushed = env.push(

@@ -259,6 +259,17 @@ impl Client {
                 return Err(src.fail_blob(resp, what).await);
             }
             let bytes = http::read_capped_within(resp, MAX_CONFIG_BYTES, self.stall).await?;
+            // The manifest's size is held to the body like the digest is,
+            // as for layers: a descriptor that lies about either is refused.
+            if bytes.len() as u64 != size {
+                return Err(Error::new(
+                    ErrorKind::DigestMismatch,
+                    format!(
+                        "size mismatch for {what}: the manifest says {size} bytes, got {}",
+                        bytes.len()
+                    ),
+                ));
+            }
             let got = Digest::of_with(digest.algorithm(), &bytes);
             if got != *digest {
                 return Err(Error::new(

@@ -210,7 +210,19 @@ impl Source {
     /// Its 401 or 403 is Registry, not Auth: our credentials never went
     /// there, and what it refused is a URL the registry handed out.
     pub async fn fail_blob(&self, resp: Response, what: &str) -> Error {
-        if !self.at_origin(resp.url()) && resp.status().is_client_error() {
+        let status = resp.status();
+        if !self.at_origin(resp.url()) && status == StatusCode::RANGE_NOT_SATISFIABLE {
+            // Storage that refuses our Range: not retried as such, so the
+            // transfer starts over from byte 0 without one.
+            return Error::new(
+                ErrorKind::Registry,
+                format!(
+                    "{what}: storage at {} refused the Range request (HTTP {status})",
+                    guard::shown(resp.url())
+                ),
+            );
+        }
+        if !self.at_origin(resp.url()) && status.is_client_error() {
             let e = Error::transient(
                 ErrorKind::Registry,
                 format!(
