@@ -93,6 +93,8 @@ impl Platform {
             0
         } else if want.architecture == "arm64" {
             arm64_fallback(w, h)?
+        } else if want.architecture == "amd64" {
+            amd64_fallback(w, h)?
         } else {
             arm_fallback(w, h)?
         };
@@ -131,6 +133,14 @@ fn arm64_fallback(want: Option<&str>, have: Option<&str>) -> Option<u32> {
         _ => false,
     };
     fits.then(|| 1 + (w.0 * 10 + w.1).saturating_sub(h.0 * 10 + h.1))
+}
+
+/// An x86-64-vN host runs images built for lower levels (no variant is
+/// v1), as containerd matches them; nearer first.
+fn amd64_fallback(want: Option<&str>, have: Option<&str>) -> Option<u32> {
+    let level = |v: Option<&str>| v.map_or(Some(1), |v| v.strip_prefix('v')?.parse::<u32>().ok());
+    let (w, h) = (level(want)?, level(have)?);
+    (h < w && w <= 4).then(|| w - h)
 }
 
 fn windows_build(v: &str) -> Option<&str> {
@@ -183,6 +193,13 @@ mod tests {
         assert!(!p("linux/arm64").matches(&p("linux/arm64/v9")));
         let nearer = p("linux/arm64/v9").rank(&p("linux/arm64/v8.4"));
         assert!(nearer < p("linux/arm64/v9").rank(&p("linux/arm64")));
+    }
+
+    #[test]
+    fn amd64_levels_take_lower_levels() {
+        assert_eq!(p("linux/amd64/v2").rank(&p("linux/amd64")), Some(1));
+        assert_eq!(p("linux/amd64/v3").rank(&p("linux/amd64/v2")), Some(1));
+        assert_eq!(p("linux/amd64").rank(&p("linux/amd64/v3")), None);
     }
 
     #[test]

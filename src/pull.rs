@@ -152,10 +152,17 @@ async fn run(
         image.media_type,
         image.layers.len()
     );
-    let config = match store.verified(&config_digest, image.config.size) {
-        Some(_) => std::fs::read(store.blob_path(&config_digest))
-            .map_err(|e| Error::store("cannot read a stored config", e))?,
-        None => client.small_blob(&config_digest, image.config.size).await?,
+    let (config, _config_hold) = match store.verified(&config_digest, image.config.size) {
+        Some(_) => {
+            let bytes = std::fs::read(store.blob_path(&config_digest))
+                .map_err(|e| Error::store("cannot read a stored config", e))?;
+            (bytes, None)
+        }
+        None => {
+            let fetch = || client.small_blob(&config_digest, image.config.size);
+            let (bytes, hold) = manager.small_blob(&config_digest, fetch).await?;
+            (bytes, Some(hold))
+        }
     };
     let diff_ids = manifest::config_diff_ids(&config, &shown)?;
     let platform = match (platform, manifest::config_platform(&config)) {

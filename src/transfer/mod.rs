@@ -147,6 +147,27 @@ pub struct Manager {
     /// Download slots: by priority, round-robin between pulls, then FIFO.
     slots: Arc<Slots>,
     inflight: Mutex<HashMap<Digest, Arc<Transfer>>>,
+    /// Configs being fetched whole, so pulls asking at once share one GET.
+    small: Mutex<HashMap<Digest, SmallCell>>,
+}
+
+type SmallCell = Arc<tokio::sync::OnceCell<Vec<u8>>>;
+
+/// A pull's hold on a shared small blob; the last one leaving drops it.
+pub struct SmallHold {
+    manager: Arc<Manager>,
+    digest: Digest,
+    cell: SmallCell,
+}
+
+impl Drop for SmallHold {
+    fn drop(&mut self) {
+        let mut all = self.manager.small_table();
+        // Clones are made under this lock: two are the table's and ours.
+        if Arc::strong_count(&self.cell) == 2 {
+            all.remove(&self.digest);
+        }
+    }
 }
 
 /// Slots while no pull is registered; every pull brings its own limit.
@@ -176,6 +197,7 @@ pub fn for_store(root: &Path, tidy: (Duration, u64)) -> Result<Arc<Manager>> {
         store: Arc::new(store),
         slots: Slots::new(IDLE_SLOTS),
         inflight: Mutex::new(HashMap::new()),
+        small: Mutex::new(HashMap::new()),
     });
     all.push((key, Arc::downgrade(&m)));
     Ok(m)
@@ -190,6 +212,38 @@ impl Manager {
     /// the guard drops.
     pub fn enter_pull(&self, pull_id: u64, limit: usize) -> slots::PullSlots {
         self.slots.enter(pull_id, limit)
+    }
+
+    /// A small blob (a config) fetched whole by `fetch`, which the caller
+    /// verifies: pulls that ask while another holds it wait for one fetch
+    /// and share its bytes; a failed or cancelled fetch is not inherited,
+    /// the next waiter fetches itself. Each pull holds the result until it
+    /// ends (the config reaches the store only with its image).
+    pub async fn small_blob<F, Fut>(
+        self: &Arc<Self>,
+        digest: &Digest,
+        fetch: F,
+    ) -> Result<(Vec<u8>, SmallHold)>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<u8>>>,
+    {
+        let cell = self
+            .small_table()
+            .entry(digest.clone())
+            .or_default()
+            .clone();
+        let hold = SmallHold {
+            manager: self.clone(),
+            digest: digest.clone(),
+            cell,
+        };
+        let bytes = hold.cell.get_or_try_init(fetch).await?.clone();
+        Ok((bytes, hold))
+    }
+
+    fn small_table(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, SmallCell>> {
+        self.small.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Transfer>>> {
