@@ -143,9 +143,19 @@ async fn fetch(
         });
         let err = match outcome {
             Ok((diff_id, inflated)) => {
-                let Parts { temp, lock, .. } = parts;
+                let Parts {
+                    temp, lock, _alive, ..
+                } = parts;
                 let (d, id) = (req.digest.clone(), diff_id.clone());
-                let path = blocking(move || store.commit(temp, &d, id.as_ref())).await?;
+                // The commit (rename, verified mark) runs on to the end even
+                // when a cancel drops this future: `_alive` goes with it, so
+                // Done, and the pull's on_done, wait until it has finished.
+                let path = blocking(move || {
+                    let r = store.commit(temp, &d, id.as_ref());
+                    drop(_alive);
+                    r
+                })
+                .await?;
                 drop(lock);
                 let digest = req.digest.clone();
                 return Ok(Blob {
