@@ -614,8 +614,9 @@ fn w13_s14_429_on_every_blob_with_three_parallel() {
     let (out, _) = capi::pull(o);
     let took = t0.elapsed();
     assert_eq!(out.code, vic_result::Ok, "{}", out.message);
-    // 6 blobs (5 layers + config), 1 s each if done one after the other.
-    assert!(took < Duration::from_secs(5), "{took:?}");
+    // 6 blobs (5 layers + config): at least 6 s if their 1 s waits ran one after the
+    // other, about 3 s in parallel; the margin is for a loaded 2-core machine.
+    assert!(took < Duration::from_millis(5900), "{took:?}");
     let mut digests: Vec<&str> = pushed.layers.iter().map(|l| l.digest.as_str()).collect();
     digests.push(&pushed.config_digest);
     for d in digests {
