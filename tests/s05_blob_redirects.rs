@@ -10,11 +10,10 @@ use std::sync::{Arc, Mutex};
 
 use common::capi;
 use common::fixtures::{app_image, Env};
-use registry_kit::{options, unauthorized, TokenServer};
+use registry_kit::{options, respond, serve_range, unauthorized, TokenServer};
 use serde_json::json;
 use vicpull::ffi::result::vic_result;
-use vicpull_testkit::proxy::Action;
-use vicpull_testkit::{PushedImage, Reply, Stub, StubRequest};
+use vicpull_testkit::{PushedImage, Reply, Stub};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Variant {
@@ -26,35 +25,6 @@ enum Variant {
 
 /// (path, Authorization) of requests, as a front saw them.
 type AuthLog = Arc<Mutex<Vec<(String, Option<String>)>>>;
-
-/// Serve `bytes` for a request, honouring `Range: bytes=N-`.
-fn serve_range(r: &StubRequest, bytes: &[u8]) -> Reply {
-    let from = r
-        .header("range")
-        .and_then(|v| v.strip_prefix("bytes="))
-        .and_then(|v| v.strip_suffix('-'))
-        .and_then(|v| v.parse::<usize>().ok());
-    match from {
-        Some(n) if n < bytes.len() => Reply::new(206)
-            .header(
-                "Content-Range",
-                &format!("bytes {n}-{}/{}", bytes.len() - 1, bytes.len()),
-            )
-            .body(bytes[n..].to_vec()),
-        _ => Reply::new(200).body(bytes.to_vec()),
-    }
-}
-
-fn respond(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Action {
-    Action::Respond {
-        status,
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        body: body.to_vec(),
-    }
-}
 
 struct Run {
     out: capi::Outcome,

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use common::capi;
 use common::fixtures::{app_image, assert_blobs_verify, leftovers, Env};
 use registry_kit::{
-    assert_nothing_written, bearer_front, capture_logs, front, has_blob, log_lines, options,
-    unauthorized, Gate, TokenServer, SCOPE, SERVICE,
+    assert_nothing_written, bearer_front, capture_logs, front, has_blob, index_with, log_lines,
+    options, pull_platform, respond, serve_range, unauthorized, Gate, TokenServer, SCOPE, SERVICE,
 };
 use serde_json::{json, Value};
 use vicpull::ffi::result::vic_result;
@@ -27,8 +27,8 @@ use vicpull_testkit::image::put_manifest;
 use vicpull_testkit::image::tarball::{dir_tar, TarWriter};
 use vicpull_testkit::proxy::{Action, CutMode, Match};
 use vicpull_testkit::{
-    push_index, sha256_digest, Compression, FaultProxy, Format, ImageSpec, Layer, Platform,
-    PushedImage, Registry, Reply, Stub, StubRequest,
+    sha256_digest, Compression, FaultProxy, Format, ImageSpec, Layer, Platform, PushedImage,
+    Registry, Reply, Stub, StubRequest,
 };
 
 // ---------------------------------------------------------------- shared helpers
@@ -43,35 +43,6 @@ fn small_spec(seed: u64) -> ImageSpec {
         Layer::random(40 << 10, seed),
         Layer::random(600 << 10, seed + 1),
     ])
-}
-
-fn respond(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Action {
-    Action::Respond {
-        status,
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        body: body.to_vec(),
-    }
-}
-
-/// Serve `bytes`, honouring `Range: bytes=N-`.
-fn serve_range(r: &StubRequest, bytes: &[u8]) -> Reply {
-    let from = r
-        .header("range")
-        .and_then(|v| v.strip_prefix("bytes="))
-        .and_then(|v| v.strip_suffix('-'))
-        .and_then(|v| v.parse::<usize>().ok());
-    match from {
-        Some(n) if n < bytes.len() => Reply::new(206)
-            .header(
-                "Content-Range",
-                &format!("bytes {n}-{}/{}", bytes.len() - 1, bytes.len()),
-            )
-            .body(bytes[n..].to_vec()),
-        _ => Reply::new(200).body(bytes.to_vec()),
-    }
 }
 
 fn blob_gets(env: &Env, digest: &str) -> Vec<vicpull_testkit::proxy::RequestLog> {
@@ -1316,38 +1287,6 @@ fn v65_s12_pretty_printed_manifest_kept_byte_for_byte() {
 
 fn child(seed: u64) -> ImageSpec {
     ImageSpec::new(vec![Layer::random(16 << 10, seed)]).format(Format::Oci)
-}
-
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-
-/// Push `children` as an OCI index under fx/multi:`tag`, then let `edit` change the index
-/// JSON before it is stored again. Returns the child manifest digests.
-fn index_with(
-    env: &Env,
-    tag: &str,
-    children: Vec<(ImageSpec, Platform)>,
-    edit: impl Fn(&mut Value),
-) -> Vec<String> {
-    let idx = push_index(env.registry.addr(), "fx/multi", tag, &children, Format::Oci);
-    let mut doc: Value = serde_json::from_slice(&idx.bytes).unwrap();
-    edit(&mut doc);
-    put_manifest(
-        env.registry.addr(),
-        "fx/multi",
-        tag,
-        OCI_INDEX,
-        &serde_json::to_vec(&doc).unwrap(),
-    );
-    idx.children
-        .iter()
-        .map(|c| c.manifest_digest.clone())
-        .collect()
-}
-
-fn pull_platform(env: &Env, tag: &str, platform: &str) -> capi::Outcome {
-    let mut o = options(env, &format!("fx/multi:{tag}"));
-    o["platform"] = platform.into();
-    capi::pull(o).0
 }
 
 fn chose(out: &capi::Outcome, digest: &str) {

@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use common::capi;
 use common::fixtures::{assert_blobs_verify, leftovers, Env};
-use registry_kit::{front, has_blob, options, Gate, TokenServer};
+use registry_kit::{
+    front, has_blob, index_with, options, pull_platform, respond, serve_range, Gate, TokenServer,
+    OCI_INDEX,
+};
 use serde_json::{json, Value};
 use vicpull::ffi::result::vic_result;
 use vicpull::progress::Kind;
@@ -29,36 +32,6 @@ use vicpull_testkit::{
 
 fn hex(d: &str) -> &str {
     d.trim_start_matches("sha256:")
-}
-
-fn respond(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Action {
-    Action::Respond {
-        status,
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        body: body.to_vec(),
-    }
-}
-
-/// `Range: bytes=N-` start, if any.
-fn range_from(r: Option<&str>) -> Option<usize> {
-    r.and_then(|v| v.strip_prefix("bytes="))
-        .and_then(|v| v.strip_suffix('-'))
-        .and_then(|v| v.parse::<usize>().ok())
-}
-
-fn serve_range(r: &StubRequest, bytes: &[u8]) -> Reply {
-    match range_from(r.header("range")) {
-        Some(n) if n < bytes.len() => Reply::new(206)
-            .header(
-                "Content-Range",
-                &format!("bytes {n}-{}/{}", bytes.len() - 1, bytes.len()),
-            )
-            .body(bytes[n..].to_vec()),
-        _ => Reply::new(200).body(bytes.to_vec()),
-    }
 }
 
 fn wire_bytes(env: &Env, digest: &str) -> u64 {
@@ -396,8 +369,6 @@ fn w07_s10_mirror_redirects_blobs_to_storage() {
 // ---------------------------------------------------------------- S12 content types
 
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-
 fn child(seed: u64) -> ImageSpec {
     ImageSpec::new(vec![Layer::random(20 << 10, seed)])
 }
@@ -467,35 +438,6 @@ fn w09_s12_oci_index_with_docker_child() {
 }
 
 // ---------------------------------------------------------------- S13 platforms
-
-/// Push an OCI index of `children` as fx/multi:`tag`, edit its JSON, re-put it.
-fn index_with(
-    env: &Env,
-    tag: &str,
-    children: Vec<(ImageSpec, Platform)>,
-    edit: impl FnOnce(&mut Value),
-) -> Vec<String> {
-    let idx = push_index(env.registry.addr(), "fx/multi", tag, &children, Format::Oci);
-    let mut doc: Value = serde_json::from_slice(&idx.bytes).unwrap();
-    edit(&mut doc);
-    put_manifest(
-        env.registry.addr(),
-        "fx/multi",
-        tag,
-        OCI_INDEX,
-        &serde_json::to_vec(&doc).unwrap(),
-    );
-    idx.children
-        .iter()
-        .map(|c| c.manifest_digest.clone())
-        .collect()
-}
-
-fn pull_platform(env: &Env, tag: &str, platform: &str) -> capi::Outcome {
-    let mut o = options(env, &format!("fx/multi:{tag}"));
-    o["platform"] = platform.into();
-    capi::pull(o).0
-}
 
 // S13: linux entries that carry an `os.version` (some builders write the kernel version):
 // os.version only matters for Windows; `linux/amd64` still matches.

@@ -196,3 +196,64 @@ pub fn capture_logs() {
 pub fn log_lines() -> Vec<String> {
     LINES.lock().unwrap().clone()
 }
+
+/// A canned answer for a FaultProxy rule or hook.
+pub fn respond(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Action {
+    Action::Respond {
+        status,
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        body: body.to_vec(),
+    }
+}
+
+/// Serve `bytes` from a stub, honouring `Range: bytes=N-`.
+pub fn serve_range(r: &StubRequest, bytes: &[u8]) -> Reply {
+    let from = r
+        .header("range")
+        .and_then(|v| v.strip_prefix("bytes="))
+        .and_then(|v| v.strip_suffix('-'))
+        .and_then(|v| v.parse::<usize>().ok());
+    match from {
+        Some(n) if n < bytes.len() => Reply::new(206)
+            .header(
+                "Content-Range",
+                &format!("bytes {n}-{}/{}", bytes.len() - 1, bytes.len()),
+            )
+            .body(bytes[n..].to_vec()),
+        _ => Reply::new(200).body(bytes.to_vec()),
+    }
+}
+
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// Push `children` as an OCI index under fx/multi:`tag`, let `edit` change the index JSON,
+/// and store it again. Returns the child manifest digests.
+pub fn index_with(
+    env: &Env,
+    tag: &str,
+    children: Vec<(vicpull_testkit::ImageSpec, vicpull_testkit::Platform)>,
+    edit: impl FnOnce(&mut Value),
+) -> Vec<String> {
+    use vicpull_testkit::image::put_manifest;
+    let addr = env.registry.addr();
+    let format = vicpull_testkit::Format::Oci;
+    let idx = vicpull_testkit::push_index(addr, "fx/multi", tag, &children, format);
+    let mut doc: Value = serde_json::from_slice(&idx.bytes).unwrap();
+    edit(&mut doc);
+    let bytes = serde_json::to_vec(&doc).unwrap();
+    put_manifest(addr, "fx/multi", tag, OCI_INDEX, &bytes);
+    idx.children
+        .iter()
+        .map(|c| c.manifest_digest.clone())
+        .collect()
+}
+
+/// Pull fx/multi:`tag` for `platform`.
+pub fn pull_platform(env: &Env, tag: &str, platform: &str) -> crate::common::capi::Outcome {
+    let mut o = options(env, &format!("fx/multi:{tag}"));
+    o["platform"] = platform.into();
+    crate::common::capi::pull(o).0
+}
